@@ -1,0 +1,100 @@
+"""The application factory. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from eventflow.api.responses import Json
+from redis.asyncio import Redis
+
+from eventflow import __version__
+from eventflow.api import events, health
+from eventflow.api.context import ApiContext
+from eventflow.api.middleware import CorrelationMiddleware
+from eventflow.config import Settings
+from eventflow.db import create_engine
+from eventflow.errors import DependencyUnavailable, InvalidEvent, Overloaded
+from eventflow.ingest import GroupCommitter
+from eventflow.metrics import Metrics
+from eventflow.streams import Streams
+
+DESCRIPTION = """
+Send events with `POST /events` (or up to 1,000 at once with `POST /events/batch`).
+An answer of **202** means the event is stored in PostgreSQL and will be processed
+exactly once. Follow it with `GET /events/{event_id}`.
+"""
+
+
+def _invalid(request: Request, exc: Exception) -> Json:
+    assert isinstance(exc, InvalidEvent)
+    return Json({"detail": exc.errors}, status_code=422)
+
+
+def _request_invalid(request: Request, exc: Exception) -> Json:
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+    ]
+    return Json({"detail": detail}, status_code=422)
+
+
+def _unavailable(request: Request, exc: Exception) -> Json:
+    return Json(
+        {"detail": f"{exc}; nothing was stored, retry later"},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
+def _overloaded(request: Request, exc: Exception) -> Json:
+    return Json(
+        {"detail": f"{exc}; retry later"}, status_code=429, headers={"Retry-After": "5"}
+    )
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
+    database_url, redis_url = settings.require_urls()
+    metrics = metrics or Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(database_url, settings.db_pool_size)
+        redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        streams = Streams(redis, settings.stream_name, settings.consumer_group)
+        ctx = ApiContext(
+            settings=settings,
+            engine=engine,
+            redis=redis,
+            streams=streams,
+            committer=GroupCommitter(engine, streams, metrics, settings.ingest_max_batch),
+            metrics=metrics,
+        )
+        try:
+            await streams.ensure_group()
+        except Exception:  # Redis down: accept anyway, the reconciler catches up
+            pass
+        app.state.ctx = ctx
+        ctx.start()
+        try:
+            yield
+        finally:
+            await ctx.close()
+
+    app = FastAPI(
+        title="EventFlow",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=Json,
+    )
+    app.add_middleware(CorrelationMiddleware, metrics=metrics)
+    app.add_exception_handler(InvalidEvent, _invalid)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(DependencyUnavailable, _unavailable)
+    app.add_exception_handler(Overloaded, _overloaded)
+    app.include_router(events.router)
+    app.include_router(health.router)
+    return app

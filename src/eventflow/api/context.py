@@ -1,0 +1,90 @@
+"""What the API's routes share, built once in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.config import Settings
+from eventflow.ingest import GroupCommitter
+from eventflow.metrics import Metrics
+from eventflow.streams import Streams, StreamState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    streams: Streams
+    committer: GroupCommitter
+    metrics: Metrics
+    stream_state: StreamState | None = None
+    postgres_error: str | None = None
+    redis_error: str | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def check_postgres(self) -> str | None:
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            self.postgres_error = None
+        except Exception as exc:
+            self.postgres_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.metrics.dependency_up.labels("postgres").set(self.postgres_error is None)
+        return self.postgres_error
+
+    async def check_redis(self) -> str | None:
+        try:
+            async with asyncio.timeout(2):
+                await self.redis.ping()
+            self.redis_error = None
+        except Exception as exc:
+            self.redis_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.metrics.dependency_up.labels("redis").set(self.redis_error is None)
+        return self.redis_error
+
+    async def refresh_stream_state(self) -> None:
+        try:
+            state = await self.streams.state()
+        except Exception:
+            return
+        self.stream_state = state
+        m = self.metrics
+        m.stream_length.set(state.length)
+        m.stream_lag.set(state.lag)
+        m.stream_pending.set(state.pending)
+        m.oldest_pending_age.set(state.oldest_pending_age_s)
+        m.consumers.set(state.consumers)
+
+    def backlog(self) -> int:
+        state = self.stream_state
+        return 0 if state is None else state.lag + state.pending
+
+    async def _watch(self) -> None:
+        """Keep dependency state and stream gauges fresh, once a second."""
+        while True:
+            await asyncio.gather(self.check_postgres(), self.check_redis())
+            if self.redis_error is None:
+                await self.refresh_stream_state()
+            await asyncio.sleep(1.0)
+
+    def start(self) -> None:
+        self.committer.start()
+        self._tasks.append(asyncio.create_task(self._watch(), name="api-watch"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.committer.close()
+        await self.redis.aclose()
+        await self.engine.dispose()

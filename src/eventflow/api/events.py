@@ -1,0 +1,211 @@
+"""Ingestion and status routes."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Request, status
+from eventflow.api.responses import Json
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from eventflow.api.deps import Context
+from eventflow.db import failed_events, processed_events, raw_events
+from eventflow.errors import InvalidEvent, Overloaded
+from eventflow.ingest import Outcome
+from eventflow.models import (
+    BatchIn,
+    BatchItemResult,
+    BatchResult,
+    Event,
+    EventAccepted,
+    EventIn,
+    EventStatus,
+    EventStatusOut,
+    validate_event,
+)
+
+router = APIRouter(tags=["events"])
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    Outcome.accepted: "Event accepted for processing",
+    Outcome.duplicate: "Event already accepted; not processed again",
+}
+
+
+def _check_backpressure(ctx: Context) -> None:
+    limit = ctx.settings.max_consumer_lag
+    if limit and ctx.backlog() > limit:
+        ctx.metrics.events_rejected.labels("overloaded").inc()
+        raise Overloaded(f"consumer backlog {ctx.backlog()} exceeds {limit}")
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EventAccepted,
+    responses={
+        200: {"model": EventAccepted, "description": "Duplicate of an accepted event"},
+        409: {"description": "event_id already accepted with a different body"},
+        422: {"description": "Invalid event; `detail` names each bad field"},
+        429: {"description": "Consumers are behind; retry after `Retry-After`"},
+        503: {"description": "PostgreSQL unavailable; nothing was stored"},
+    },
+    summary="Accept one event",
+)
+async def post_event(body: EventIn, request: Request, ctx: Context) -> Json:
+    """Store the event durably and queue it. ``202`` means it is in PostgreSQL."""
+    _check_backpressure(ctx)
+    now = datetime.now(UTC)
+    event = validate_event(
+        body,
+        received_at=now,
+        correlation_id=request.state.correlation_id,
+        max_future_skew=timedelta(seconds=ctx.settings.max_future_skew_s),
+    )
+    (result,) = await ctx.committer.submit([event])
+    if result.outcome is Outcome.conflict:
+        ctx.metrics.events_rejected.labels("conflict").inc()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"event_id {event.event_id} was already accepted with a different body",
+        )
+    if result.outcome is Outcome.duplicate:
+        ctx.metrics.duplicates.labels("api").inc()
+    log.debug("event %s", result.outcome.value, extra={"event_id": str(event.event_id)})
+    return Json(
+        {
+            "event_id": str(event.event_id),
+            "status": result.outcome.value,
+            "message": MESSAGES[result.outcome],
+            "received_at": result.received_at.isoformat(),
+        },
+        status_code=202 if result.outcome is Outcome.accepted else 200,
+    )
+
+
+@router.post(
+    "/events/batch",
+    response_model=BatchResult,
+    summary="Accept up to 1,000 events",
+    responses={
+        413: {"description": "More events than EVENTFLOW_MAX_BATCH_REQUEST"},
+        503: {"description": "PostgreSQL unavailable; nothing was stored"},
+    },
+)
+async def post_batch(body: BatchIn, request: Request, ctx: Context) -> Json:
+    """Each item is judged alone: valid items are accepted even when others are not.
+    The answer is ``207``-like in content but always ``200`` when the request itself
+    was well formed; read ``results[i].status``."""
+    limit = ctx.settings.max_batch_request
+    if len(body.events) > limit:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"events: at most {limit} events per batch, got {len(body.events)}",
+        )
+    _check_backpressure(ctx)
+    now = datetime.now(UTC)
+    skew = timedelta(seconds=ctx.settings.max_future_skew_s)
+    cid: str = request.state.correlation_id
+    results: list[BatchItemResult | None] = [None] * len(body.events)
+    valid: list[tuple[int, Event]] = []
+    for index, item in enumerate(body.events):
+        prefix: tuple[str | int, ...] = ("body", "events", index)
+        try:
+            parsed = EventIn.model_validate(item)
+            event = validate_event(
+                parsed,
+                received_at=now,
+                correlation_id=cid,
+                max_future_skew=skew,
+                loc_prefix=prefix,
+            )
+        except ValidationError as exc:
+            errors: list[dict[str, Any]] = [
+                {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False)
+            ]
+            results[index] = BatchItemResult(index=index, status="invalid", errors=errors)
+            continue
+        except InvalidEvent as exc:
+            results[index] = BatchItemResult(
+                index=index, status="invalid", errors=exc.errors
+            )
+            continue
+        valid.append((index, event))
+    if valid:
+        outcomes = await ctx.committer.submit([e for _, e in valid])
+        for (index, event), outcome in zip(valid, outcomes, strict=True):
+            results[index] = BatchItemResult(
+                index=index, status=outcome.outcome.value, event_id=event.event_id
+            )
+    final = [r for r in results if r is not None]
+    accepted = sum(r.status == "accepted" for r in final)
+    duplicates = sum(r.status == "duplicate" for r in final)
+    if duplicates:
+        ctx.metrics.duplicates.labels("api").inc(duplicates)
+    rejected = len(final) - accepted - duplicates
+    if rejected:
+        ctx.metrics.events_rejected.labels("invalid_or_conflict").inc(rejected)
+    out = BatchResult(
+        accepted=accepted,
+        duplicates=duplicates,
+        rejected=rejected,
+        received_at=now,
+        results=final,
+    )
+    return Json(out.model_dump(mode="json", exclude_none=True))
+
+
+@router.get(
+    "/events/{event_id}",
+    response_model=EventStatusOut,
+    summary="Where an event is",
+    responses={404: {"description": "No event with this id was accepted"}},
+)
+async def get_event(event_id: UUID, ctx: Context) -> EventStatusOut:
+    """``accepted`` (queued), ``processed`` or ``failed``, with times and errors."""
+    query = (
+        select(
+            raw_events.c.event_type,
+            raw_events.c.correlation_id,
+            raw_events.c.received_at,
+            raw_events.c.publish_count,
+            processed_events.c.processed_at,
+            processed_events.c.attempts,
+            processed_events.c.enrichment,
+            failed_events.c.failed_at,
+            failed_events.c.attempts.label("failed_attempts"),
+            failed_events.c.error,
+        )
+        .select_from(raw_events)
+        .outerjoin(processed_events, processed_events.c.event_id == raw_events.c.event_id)
+        .outerjoin(failed_events, failed_events.c.event_id == raw_events.c.event_id)
+        .where(raw_events.c.event_id == event_id)
+    )
+    async with ctx.engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"event {event_id} not found")
+    if row.processed_at is not None:
+        state, attempts = EventStatus.processed, row.attempts
+    elif row.failed_at is not None:
+        state, attempts = EventStatus.failed, row.failed_attempts
+    else:
+        state, attempts = EventStatus.accepted, 0
+    return EventStatusOut(
+        event_id=event_id,
+        event_type=row.event_type,
+        status=state,
+        correlation_id=row.correlation_id,
+        received_at=row.received_at,
+        processed_at=row.processed_at,
+        failed_at=row.failed_at,
+        attempts=attempts or 0,
+        error=row.error,
+        enrichment=row.enrichment,
+    )

@@ -1,0 +1,109 @@
+"""Runtime configuration: one typed settings class, read only by entry points."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_consumer_name() -> str:
+    """A consumer name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Settings(BaseSettings):
+    """Every knob of EventFlow. Environment variables use the ``EVENTFLOW_`` prefix,
+    except the two connection URLs, which also accept the 12-factor names
+    ``DATABASE_URL`` and ``REDIS_URL``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTFLOW_", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "EVENTFLOW_DATABASE_URL"),
+        description="PostgreSQL URL; unset means `eventflow dev` starts a local one.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "EVENTFLOW_REDIS_URL"),
+        description="Redis URL; unset means `eventflow dev` starts a local one.",
+    )
+
+    # Queue layout and consumer identity.
+    stream_name: str = "eventflow:events"
+    consumer_group: str = "eventflow-workers"
+    consumer_name: str | None = None
+
+    # Worker.
+    worker_batch_size: int = Field(default=500, ge=1, le=10_000)
+    worker_block_ms: int = Field(default=1000, ge=1)
+    claim_idle_ms: int = Field(default=15_000, ge=100)
+    claim_interval_s: float = Field(default=2.0, gt=0)
+    max_deliveries: int = Field(default=5, ge=1)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+
+    # Retries of transient failures (exponential backoff with jitter).
+    retry_attempts: int = Field(default=5, ge=1)
+    retry_initial_s: float = Field(default=0.05, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+
+    # Reconciler: republishes accepted events that Redis no longer holds.
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    reconcile_min_age_s: float = Field(default=10.0, ge=0)
+    reconcile_batch_size: int = Field(default=5000, ge=1)
+
+    # API.
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    ingest_max_batch: int = Field(default=2000, ge=1)
+    max_batch_request: int = Field(default=1000, ge=1)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    max_consumer_lag: int = Field(default=1_000_000, ge=0)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    # Logs.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # Local mode.
+    data_dir: str = ".eventflow"
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str | None) -> str | None:
+        """Accept plain ``postgresql://`` URLs and use the asyncpg driver for them."""
+        if value is None:
+            return None
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value[len(prefix) :]
+        return value
+
+    def resolved_consumer_name(self) -> str:
+        return self.consumer_name or default_consumer_name()
+
+    def require_urls(self) -> tuple[str, str]:
+        """Both connection URLs, or a clear error naming the missing variable."""
+        missing = [
+            name
+            for name, value in (
+                ("DATABASE_URL", self.database_url),
+                ("REDIS_URL", self.redis_url),
+            )
+            if not value
+        ]
+        if missing:
+            raise RuntimeError(
+                f"{' and '.join(missing)} not set; set it, or run `eventflow dev` "
+                "to start local PostgreSQL and Redis automatically"
+            )
+        assert self.database_url is not None and self.redis_url is not None
+        return self.database_url, self.redis_url

@@ -1,0 +1,102 @@
+"""Tables (SQLAlchemy Core) and the engine factory. Alembic owns the schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData()
+
+raw_events = Table(
+    "raw_events",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("event_type", String(64), nullable=False),
+    Column("user_id", String(255)),
+    Column("event_timestamp", DateTime(timezone=True), nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("body_hash", String(64), nullable=False),
+    Column("correlation_id", String(128)),
+    Column(
+        "received_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    # Last time the event was written to the stream (the reconciler moves it on).
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("publish_count", Integer, nullable=False, server_default=text("1")),
+    # accepted -> processed | failed
+    Column("status", String(16), nullable=False, server_default="accepted"),
+    Column("settled_at", DateTime(timezone=True)),
+    Index(
+        "ix_raw_events_unsettled",
+        "published_at",
+        postgresql_where=text("status = 'accepted'"),
+    ),
+    Index("ix_raw_events_received_at", "received_at"),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False),
+    Column("user_id", String(255)),
+    Column("event_timestamp", DateTime(timezone=True), nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("enrichment", JSONB, nullable=False),
+    Column("correlation_id", String(128)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column(
+        "processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    Column("processed_by", String(255), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("1")),
+    Index("ix_processed_events_type_time", "event_type", "processed_at"),
+    Index("ix_processed_events_processed_at", "processed_at"),
+)
+
+failed_events = Table(
+    "failed_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_type", String(64)),
+    Column("payload", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("error_type", String(128), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("1")),
+    Column("correlation_id", String(128)),
+    Column("stream_entry_id", String(64)),
+    Column(
+        "failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    Column("replayed_at", DateTime(timezone=True)),
+    Column("replay_count", Integer, nullable=False, server_default=text("0")),
+    Index("ix_failed_events_failed_at", "failed_at"),
+    Index("ix_failed_events_type", "event_type"),
+)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """An asyncpg-backed engine; one per process, built by the entry point."""
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": "eventflow"}},
+    )

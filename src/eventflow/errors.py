@@ -1,0 +1,48 @@
+"""One error tree. The class says what the caller should do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EventFlowError(Exception):
+    """Base class of every error EventFlow raises on purpose."""
+
+
+class TransientError(EventFlowError):
+    """Retry later: a dependency is unavailable or a step may succeed next time."""
+
+
+class DependencyUnavailable(TransientError):
+    """PostgreSQL or Redis did not answer."""
+
+    def __init__(self, dependency: str, detail: str = "") -> None:
+        self.dependency = dependency
+        super().__init__(f"{dependency} unavailable{': ' + detail if detail else ''}")
+
+
+class PermanentError(EventFlowError):
+    """Retrying cannot help: dead-letter the event now."""
+
+
+class InvalidEvent(PermanentError):
+    """The event breaks a validation rule. ``errors`` use pydantic's error shape."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors
+        )
+        super().__init__(summary or "invalid event")
+
+
+class UndecodableMessage(PermanentError):
+    """A stream entry that is not an EventFlow message at all."""
+
+
+class ConflictingEvent(EventFlowError):
+    """An ``event_id`` that was already accepted with a different body."""
+
+
+class Overloaded(EventFlowError):
+    """Consumers are too far behind; the client should retry after a delay."""

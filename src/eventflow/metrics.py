@@ -1,0 +1,164 @@
+"""Prometheus metrics on an injected registry. Units are part of every name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+@dataclass
+class Metrics:
+    """All metrics of one process, registered on ``registry``."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        # Ingestion (API).
+        self.events_received = Counter(
+            "eventflow_events_received_total",
+            "Events accepted by the API and stored in raw_events.",
+            ["event_type"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "eventflow_events_rejected_total",
+            "Events refused by the API (validation, conflict, overload, outage).",
+            ["reason"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "eventflow_events_duplicates_total",
+            "Events seen again: re-sent to the API or redelivered to a worker.",
+            ["stage"],
+            registry=r,
+        )
+        self.ingest_batch_size = Histogram(
+            "eventflow_ingest_batch_size_events",
+            "Events written per group commit in the API.",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "eventflow_publish_failures_total",
+            "Accepted events whose publish to Redis failed (the reconciler "
+            "republishes them).",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "eventflow_http_requests_total",
+            "HTTP requests by route and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "eventflow_http_request_duration_seconds",
+            "HTTP request duration.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Processing (worker).
+        self.events_processed = Counter(
+            "eventflow_events_processed_total",
+            "Events written to processed_events.",
+            ["event_type"],
+            registry=r,
+        )
+        self.events_failed = Counter(
+            "eventflow_events_failed_total",
+            "Events written to failed_events (dead letters).",
+            ["event_type", "reason"],
+            registry=r,
+        )
+        self.processing_duration = Histogram(
+            "eventflow_processing_duration_seconds",
+            "Time to validate, enrich and commit one worker batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_latency = Histogram(
+            "eventflow_end_to_end_latency_seconds",
+            "Time from the API receiving an event to its processed row committing.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.worker_batch_size = Histogram(
+            "eventflow_worker_batch_size_events",
+            "Stream entries handled per worker batch.",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "eventflow_retries_total",
+            "Retries of operations that failed transiently.",
+            ["operation"],
+            registry=r,
+        )
+        self.reclaimed = Counter(
+            "eventflow_reclaimed_entries_total",
+            "Stream entries reclaimed from dead or stalled consumers.",
+            registry=r,
+        )
+        self.republished = Counter(
+            "eventflow_republished_events_total",
+            "Accepted events republished by the reconciler.",
+            registry=r,
+        )
+        # State, read from Redis and PostgreSQL when scraped.
+        self.stream_length = Gauge(
+            "eventflow_stream_length_entries",
+            "Entries in the Redis stream.",
+            registry=r,
+        )
+        self.stream_lag = Gauge(
+            "eventflow_stream_lag_entries",
+            "Entries not yet delivered to the consumer group.",
+            registry=r,
+        )
+        self.stream_pending = Gauge(
+            "eventflow_stream_pending_entries",
+            "Entries delivered but not yet acknowledged.",
+            registry=r,
+        )
+        self.oldest_pending_age = Gauge(
+            "eventflow_stream_oldest_pending_age_seconds",
+            "Age of the oldest unacknowledged entry.",
+            registry=r,
+        )
+        self.consumers = Gauge(
+            "eventflow_stream_consumers",
+            "Consumers registered in the group.",
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "eventflow_dead_letters",
+            "Rows in failed_events awaiting replay.",
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "eventflow_dependency_up",
+            "1 when the dependency answers, 0 when it does not.",
+            ["dependency"],
+            registry=r,
+        )

@@ -1,0 +1,242 @@
+"""Pydantic models at the boundaries: API requests and answers, stream messages."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eventflow.errors import InvalidEvent, UndecodableMessage
+from eventflow.eventtypes import EVENT_TYPES
+
+EXAMPLE_EVENT: dict[str, Any] = {
+    "event_id": "0b8f3c2e-7d4a-4c1e-9f57-3a2b1c0d9e8f",
+    "event_type": "purchase",
+    "user_id": "user-42",
+    "timestamp": "2026-11-26T10:15:00+05:30",
+    "properties": {"amount": 49.9, "currency": "EUR", "product_id": "sku-1"},
+}
+
+
+class EventIn(BaseModel):
+    """An event as a client sends it."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [EXAMPLE_EVENT]}
+    )
+
+    event_id: UUID | None = Field(
+        default=None,
+        description="Client-chosen id; re-sending it is safe. Generated when absent.",
+    )
+    event_type: str = Field(
+        description="One of: " + ", ".join(EVENT_TYPES), examples=["purchase"]
+    )
+    user_id: str | None = Field(default=None, min_length=1, max_length=255)
+    timestamp: datetime | None = Field(
+        default=None,
+        description="When it happened; offsets are converted to UTC, naive times "
+        "are taken as UTC. Defaults to the time of receipt.",
+    )
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    """A validated event, as stored in ``raw_events`` and carried in the stream."""
+
+    event_id: UUID
+    event_type: str
+    user_id: str | None
+    timestamp: datetime
+    properties: dict[str, Any]
+    received_at: datetime
+    correlation_id: str
+    body_hash: str
+    replay: bool = False
+
+    def to_message(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": str(self.event_id),
+                "type": self.event_type,
+                "user": self.user_id,
+                "ts": self.timestamp.isoformat(),
+                "props": self.properties,
+                "recv": self.received_at.isoformat(),
+                "cid": self.correlation_id,
+                "hash": self.body_hash,
+                "replay": self.replay,
+            }
+        )
+
+
+def _loc_error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": kind}
+
+
+def body_hash(
+    event_type: str, user_id: str | None, ts: datetime | None, props: dict[str, Any]
+) -> str:
+    """Fingerprint of what the client sent, to tell a re-send from a conflict."""
+    canonical = orjson.dumps(
+        [event_type, user_id, ts.isoformat() if ts else None, props],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def validate_event(
+    data: EventIn,
+    *,
+    received_at: datetime,
+    correlation_id: str,
+    max_future_skew: timedelta,
+    loc_prefix: tuple[str | int, ...] = ("body",),
+) -> Event:
+    """Apply the per-type rules. Raises ``InvalidEvent`` naming each bad field."""
+    spec = EVENT_TYPES.get(data.event_type)
+    if spec is None:
+        raise InvalidEvent(
+            [
+                _loc_error(
+                    (*loc_prefix, "event_type"),
+                    f"unknown event type {data.event_type!r}; expected one of "
+                    + ", ".join(EVENT_TYPES),
+                    "enum",
+                )
+            ]
+        )
+    errors: list[dict[str, Any]] = []
+    if spec.requires_user_id and not data.user_id:
+        errors.append(
+            _loc_error(
+                (*loc_prefix, "user_id"),
+                f"user_id is required for {spec.name} events",
+                "missing",
+            )
+        )
+    ts = data.timestamp
+    if ts is not None:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        if ts > received_at + max_future_skew:
+            errors.append(
+                _loc_error(
+                    (*loc_prefix, "timestamp"),
+                    "timestamp is too far in the future "
+                    f"(more than {int(max_future_skew.total_seconds())} s ahead)",
+                    "future",
+                )
+            )
+    try:
+        props = spec.properties.model_validate(data.properties)
+    except ValidationError as exc:
+        errors.extend(
+            _loc_error(
+                (*loc_prefix, "properties", *e["loc"]), e["msg"], e["type"]
+            )
+            for e in exc.errors(include_url=False)
+        )
+    if errors:
+        raise InvalidEvent(errors)
+    normalized = props.model_dump(mode="json", exclude_none=True)
+    return Event(
+        event_id=data.event_id or uuid4(),
+        event_type=spec.name,
+        user_id=data.user_id,
+        timestamp=ts or received_at,
+        properties=normalized,
+        received_at=received_at,
+        correlation_id=correlation_id,
+        body_hash=body_hash(spec.name, data.user_id, ts, normalized),
+    )
+
+
+def decode_message(raw: bytes) -> Event:
+    """Decode a stream entry written by EventFlow; anything else is undecodable."""
+    try:
+        d = orjson.loads(raw)
+        return Event(
+            event_id=d["id"],
+            event_type=d["type"],
+            user_id=d.get("user"),
+            timestamp=d["ts"],
+            properties=d["props"],
+            received_at=d["recv"],
+            correlation_id=d.get("cid") or "",
+            body_hash=d.get("hash") or "",
+            replay=bool(d.get("replay", False)),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
+        raise UndecodableMessage(f"undecodable stream entry: {exc}") from exc
+
+
+# --- API answers -------------------------------------------------------------------
+
+
+class EventStatus(StrEnum):
+    accepted = "accepted"
+    duplicate = "duplicate"
+    processed = "processed"
+    failed = "failed"
+
+
+class EventAccepted(BaseModel):
+    event_id: UUID
+    status: Literal["accepted", "duplicate"]
+    message: str
+    received_at: datetime
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="Up to `EVENTFLOW_MAX_BATCH_REQUEST` (1,000) events, each "
+        "shaped like the body of POST /events.",
+        json_schema_extra={"examples": [[EXAMPLE_EVENT]]},
+    )
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "duplicate", "conflict", "invalid"]
+    event_id: UUID | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    received_at: datetime
+    results: list[BatchItemResult]
+
+
+class EventStatusOut(BaseModel):
+    event_id: UUID
+    event_type: str
+    status: EventStatus
+    correlation_id: str | None
+    received_at: datetime
+    processed_at: datetime | None = None
+    failed_at: datetime | None = None
+    attempts: int = 0
+    error: str | None = None
+    enrichment: dict[str, Any] | None = None
+
+
+class DependencyState(BaseModel):
+    status: Literal["ok", "down"]
+    detail: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    postgres: DependencyState
+    redis: DependencyState

@@ -1,0 +1,87 @@
+"""Republishes accepted events that Redis no longer holds.
+
+An accepted event lives in ``raw_events`` with status ``accepted`` until a worker
+settles it. If Redis lost it (restart without persistence, FLUSHALL, a failed
+publish, an API killed between commit and publish), nothing would ever process it.
+The reconciler finds such events and publishes them again. An event is only
+republished when it was published (``published_at``) well before the oldest entry
+that Redis still has to deliver or acknowledge, so events that are merely queued
+behind a backlog are left alone. Duplicates it might still create are harmless:
+workers write with ``ON CONFLICT (event_id) DO NOTHING``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.metrics import Metrics
+from eventflow.models import Event
+from eventflow.streams import Streams
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 815002
+
+_CLAIM = text(
+    """
+    UPDATE raw_events r SET published_at = now(), publish_count = publish_count + 1
+    FROM (
+        SELECT event_id FROM raw_events
+        WHERE status = 'accepted' AND published_at < :cutoff
+        ORDER BY published_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) stale
+    WHERE r.event_id = stale.event_id
+    RETURNING r.event_id, r.event_type, r.user_id, r.event_timestamp, r.properties,
+        r.body_hash, r.correlation_id, r.received_at
+    """
+)
+
+
+async def reconcile_once(
+    engine: AsyncEngine,
+    streams: Streams,
+    metrics: Metrics,
+    min_age: timedelta,
+    limit: int = 5000,
+) -> int:
+    """One pass; returns how many events were republished."""
+    oldest_ms = await streams.oldest_unsettled_ms()
+    horizon = datetime.now(UTC)
+    if oldest_ms is not None:
+        horizon = min(horizon, datetime.fromtimestamp(oldest_ms / 1000, UTC))
+    cutoff = horizon - min_age
+    async with engine.begin() as conn:
+        locked = await conn.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}
+        )
+        if not locked:
+            return 0
+        rows = (await conn.execute(_CLAIM, {"cutoff": cutoff, "limit": limit})).all()
+        events = [
+            Event(
+                event_id=r.event_id,
+                event_type=r.event_type,
+                user_id=r.user_id,
+                timestamp=r.event_timestamp,
+                properties=r.properties,
+                received_at=r.received_at,
+                correlation_id=r.correlation_id or "",
+                body_hash=r.body_hash,
+            )
+            for r in rows
+        ]
+        # Publish inside the transaction: if Redis fails, published_at rolls back.
+        await streams.publish(events)
+    if events:
+        metrics.republished.inc(len(events))
+        log.warning(
+            "republished accepted events that Redis did not hold",
+            extra={"events": len(events), "cutoff": cutoff.isoformat()},
+        )
+    return len(events)

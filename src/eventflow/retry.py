@@ -1,0 +1,86 @@
+"""Which failures are transient, and the backoff policy for them (tenacity)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from eventflow.config import Settings
+from eventflow.errors import TransientError
+from eventflow.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# SQLSTATE classes worth retrying: connection, operator intervention (shutdown,
+# starting up), insufficient resources, transaction rollback (deadlock, serialization).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may go away by themselves."""
+    if isinstance(exc, TransientError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, InterfaceError):
+            return True
+        state = _sqlstate(exc)
+        if state is not None:
+            return state[:2] in TRANSIENT_SQLSTATE_CLASSES
+        return isinstance(exc, OperationalError)
+    return False
+
+
+def retrying(settings: Settings, metrics: Metrics, operation: str) -> AsyncRetrying:
+    """Exponential backoff with jitter, bounded in attempts and total time."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        metrics.retries.labels(operation).inc()
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        log.warning(
+            "transient failure, retrying",
+            extra={
+                "operation": operation,
+                "attempt": state.attempt_number,
+                "error": f"{type(error).__name__}: {error}"[:300],
+            },
+        )
+
+    kwargs: dict[str, Any] = {
+        "stop": stop_after_attempt(settings.retry_attempts)
+        | stop_after_delay(settings.retry_max_s * settings.retry_attempts),
+        "wait": wait_exponential_jitter(
+            initial=settings.retry_initial_s, max=settings.retry_max_s
+        ),
+        "retry": retry_if_exception(is_transient),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+    return AsyncRetrying(**kwargs)

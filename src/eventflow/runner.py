@@ -1,0 +1,153 @@
+"""Process entry points: the API server, a worker process, and the local mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+
+from eventflow.config import Settings
+from eventflow.db import create_engine
+from eventflow.metrics import Metrics
+from eventflow.migrate import upgrade
+from eventflow.servers import LocalPostgres, LocalRedis
+from eventflow.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def serve_api(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from eventflow.api import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )
+
+
+def _serve_metrics(metrics: Metrics, port: int) -> int | None:
+    """Serve worker metrics on ``port`` or the next free one (several workers on
+    one host never collide). Returns the port, or None when disabled."""
+    if port == 0:
+        return None
+    for candidate in range(port, port + 64):
+        try:
+            start_http_server(candidate, registry=metrics.registry)
+        except OSError:
+            continue
+        return candidate
+    log.warning("no free metrics port", extra={"from": port})
+    return None
+
+
+async def run_worker(settings: Settings, until_empty: bool = False) -> int:
+    """Run one worker until SIGTERM/SIGINT; returns the exit code."""
+    database_url, redis_url = settings.require_urls()
+    metrics = Metrics()
+    port = _serve_metrics(metrics, settings.worker_metrics_port)
+    engine = create_engine(database_url, pool_size=2)
+    redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
+    worker = Worker(settings, engine, redis, metrics)
+    worker.install_signal_handlers()
+    log.info("worker metrics", extra={"port": port, "consumer": worker.consumer})
+    task = asyncio.create_task(worker.run(until_empty=until_empty))
+    code = 0
+    try:
+        await worker._stopping.wait() if not until_empty else None
+        # Stopping: give the in-flight batch up to the shutdown timeout.
+        done, _ = await asyncio.wait({task}, timeout=settings.shutdown_timeout_s)
+        if not done:
+            log.error("shutdown timeout; leaving in-flight entries to be reclaimed")
+            task.cancel()
+            code = 1
+        else:
+            task.result()
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    return code
+
+
+def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
+    """Everything on one machine: local servers when URLs are unset, migrations,
+    the API and the workers as child processes. Ctrl-C stops it all."""
+    data = Path(settings.data_dir).resolve()
+    servers: list[LocalPostgres | LocalRedis] = []
+    env = dict(os.environ)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if not settings.database_url:
+            pg = LocalPostgres(data, port=54329)
+            env["DATABASE_URL"] = pg.start()
+            servers.append(pg)
+            print(f"PostgreSQL   {pg.url}  (data in {pg.data_dir})", flush=True)
+        else:
+            env["DATABASE_URL"] = settings.database_url
+        if not settings.redis_url:
+            rd = LocalRedis(data, port=63799)
+            env["REDIS_URL"] = rd.start()
+            servers.append(rd)
+            print(f"Redis        {rd.url}  (data in {rd.dir})", flush=True)
+        else:
+            env["REDIS_URL"] = settings.redis_url
+        upgrade(env["DATABASE_URL"])
+        print("Migrations   applied", flush=True)
+        exe = [sys.executable, "-m", "eventflow"]
+        children.append(
+            subprocess.Popen([*exe, "api", "--host", host, "--port", str(port)], env=env)
+        )
+        for _ in range(workers):
+            children.append(subprocess.Popen([*exe, "worker"], env=env))
+        shown = "localhost" if host in ("0.0.0.0", "127.0.0.1") else host
+        print(
+            f"\nEventFlow is running ({workers} worker{'s' if workers != 1 else ''}):\n"
+            f"  API          http://{shown}:{port}\n"
+            f"  Docs         http://{shown}:{port}/docs\n"
+            f"  Health       http://{shown}:{port}/health\n"
+            f"  Metrics      http://{shown}:{port}/metrics/summary\n"
+            "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        stop = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        while not stop:
+            if any(c.poll() is not None for c in children):
+                log.error("a child process exited; stopping everything")
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(settings.shutdown_timeout_s + 5)
+            if child.poll() is None:
+                child.kill()
+        for server in reversed(servers):
+            server.stop()
+        print("EventFlow stopped.", flush=True)

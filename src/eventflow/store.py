@@ -1,0 +1,219 @@
+"""Batched, idempotent reads and writes. One statement per batch on the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from eventflow.models import Event
+
+# Insert every event of a group commit; report, for each id, whether this statement
+# inserted it or which body it already had. The outer SELECT sees the snapshot taken
+# before the INSERT, so it returns only rows that existed before.
+_INSERT_RAW = text(
+    """
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:users AS text[]),
+            CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
+            CAST(:hashes AS text[]), CAST(:cids AS text[]),
+            CAST(:received AS timestamptz[])
+        ) AS t(event_id, event_type, user_id, ts, props, body_hash, cid, received_at)
+    ),
+    ins AS (
+        INSERT INTO raw_events (event_id, event_type, user_id, event_timestamp,
+            properties, body_hash, correlation_id, received_at, published_at)
+        SELECT event_id, event_type, user_id, ts, CAST(props AS jsonb), body_hash,
+            cid, received_at, received_at
+        FROM incoming
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    )
+    SELECT event_id, NULL AS body_hash, NULL AS received_at, true AS inserted
+    FROM ins
+    UNION ALL
+    SELECT r.event_id, r.body_hash, r.received_at, false
+    FROM raw_events r WHERE r.event_id = ANY(CAST(:ids AS uuid[]))
+    """
+)
+
+_EXISTING_RAW = text(
+    "SELECT event_id, body_hash, received_at FROM raw_events "
+    "WHERE event_id = ANY(CAST(:ids AS uuid[]))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    body_hash: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    inserted: set[UUID]
+    existing: dict[UUID, Existing]
+
+
+async def insert_raw_events(engine: AsyncEngine, events: Sequence[Event]) -> InsertOutcome:
+    """Store accepted events in ``raw_events`` in one transaction (group commit)."""
+    ids = [e.event_id for e in events]
+    params = {
+        "ids": ids,
+        "types": [e.event_type for e in events],
+        "users": [e.user_id for e in events],
+        "ts": [e.timestamp for e in events],
+        "props": [orjson.dumps(e.properties).decode() for e in events],
+        "hashes": [e.body_hash for e in events],
+        "cids": [e.correlation_id for e in events],
+        "received": [e.received_at for e in events],
+    }
+    inserted: set[UUID] = set()
+    existing: dict[UUID, Existing] = {}
+    async with engine.begin() as conn:
+        rows = (await conn.execute(_INSERT_RAW, params)).all()
+        for event_id, hash_, received_at, was_inserted in rows:
+            if was_inserted:
+                inserted.add(event_id)
+            else:
+                existing[event_id] = Existing(hash_, received_at)
+    missing = [i for i in set(ids) if i not in inserted and i not in existing]
+    if missing:
+        # Another process inserted these concurrently, after our snapshot.
+        async with engine.connect() as conn:
+            for event_id, hash_, received_at in await conn.execute(
+                _EXISTING_RAW, {"ids": missing}
+            ):
+                existing[event_id] = Existing(hash_, received_at)
+    return InsertOutcome(inserted, existing)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedRow:
+    event: Event
+    enrichment: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRow:
+    event_id: UUID
+    event_type: str | None
+    payload: str
+    error: str
+    error_type: str
+    attempts: int
+    correlation_id: str | None
+    stream_entry_id: str
+
+
+_INSERT_PROCESSED = text(
+    """
+    WITH ins AS (
+        INSERT INTO processed_events (event_id, event_type, user_id,
+            event_timestamp, properties, enrichment, correlation_id, received_at,
+            processed_by, attempts)
+        SELECT t.event_id, t.event_type, t.user_id, t.ts, CAST(t.props AS jsonb),
+            CAST(t.enrichment AS jsonb), t.cid, t.received_at, :worker, t.attempts
+        FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:users AS text[]),
+            CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
+            CAST(:enrichment AS text[]), CAST(:cids AS text[]),
+            CAST(:received AS timestamptz[]), CAST(:attempts AS int[])
+        ) AS t(event_id, event_type, user_id, ts, props, enrichment, cid,
+               received_at, attempts)
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING event_id
+    ),
+    settle AS (
+        UPDATE raw_events SET status = 'processed', settled_at = now()
+        WHERE event_id = ANY(CAST(:ids AS uuid[])) AND status <> 'processed'
+        RETURNING event_id
+    ),
+    resolved AS (
+        DELETE FROM failed_events WHERE event_id = ANY(CAST(:replayed AS uuid[]))
+        RETURNING event_id
+    )
+    SELECT event_id FROM ins
+    """
+)
+
+_INSERT_FAILED = text(
+    """
+    WITH ins AS (
+        INSERT INTO failed_events (event_id, event_type, payload, error, error_type,
+            attempts, correlation_id, stream_entry_id)
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:payloads AS text[]),
+            CAST(:errors AS text[]), CAST(:error_types AS text[]),
+            CAST(:attempts AS int[]), CAST(:cids AS text[]),
+            CAST(:entries AS text[])
+        )
+        ON CONFLICT (event_id) DO UPDATE SET
+            error = EXCLUDED.error, error_type = EXCLUDED.error_type,
+            attempts = failed_events.attempts + EXCLUDED.attempts,
+            stream_entry_id = EXCLUDED.stream_entry_id,
+            failed_at = now(), replayed_at = NULL
+        WHERE NOT EXISTS (
+            SELECT 1 FROM processed_events p WHERE p.event_id = EXCLUDED.event_id)
+        RETURNING event_id
+    )
+    UPDATE raw_events SET status = 'failed', settled_at = now()
+    WHERE event_id IN (SELECT event_id FROM ins)
+    """
+)
+
+
+async def write_results(
+    conn: AsyncConnection,
+    processed: Sequence[ProcessedRow],
+    failed: Sequence[FailedRow],
+    worker: str,
+) -> set[UUID]:
+    """Write one worker batch inside the caller's transaction.
+
+    Returns the ids newly inserted into ``processed_events``; ids missing from the
+    result were already there (a redelivery), which changes nothing.
+    """
+    inserted: set[UUID] = set()
+    if processed:
+        events = [p.event for p in processed]
+        result = await conn.execute(
+            _INSERT_PROCESSED,
+            {
+                "ids": [e.event_id for e in events],
+                "types": [e.event_type for e in events],
+                "users": [e.user_id for e in events],
+                "ts": [e.timestamp for e in events],
+                "props": [orjson.dumps(e.properties).decode() for e in events],
+                "enrichment": [orjson.dumps(p.enrichment).decode() for p in processed],
+                "cids": [e.correlation_id for e in events],
+                "received": [e.received_at for e in events],
+                "attempts": [p.attempts for p in processed],
+                "replayed": [e.event_id for e in events if e.replay],
+                "worker": worker,
+            },
+        )
+        inserted = {row[0] for row in result}
+    if failed:
+        await conn.execute(
+            _INSERT_FAILED,
+            {
+                "ids": [f.event_id for f in failed],
+                "types": [f.event_type for f in failed],
+                "payloads": [f.payload for f in failed],
+                "errors": [f.error for f in failed],
+                "error_types": [f.error_type for f in failed],
+                "attempts": [f.attempts for f in failed],
+                "cids": [f.correlation_id for f in failed],
+                "entries": [f.stream_entry_id for f in failed],
+            },
+        )
+    return inserted

@@ -1,0 +1,213 @@
+"""Redis Streams operations: publish, group set-up, read, acknowledge, reclaim."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from eventflow.models import Event
+
+FIELD = b"e"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as read by a consumer."""
+
+    entry_id: str
+    data: bytes | None  # None when the entry lacks EventFlow's field
+    deliveries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    length: int
+    lag: int
+    pending: int
+    oldest_pending_age_s: float
+    consumers: int
+    last_delivered_id: str
+
+
+def entry_ms(entry_id: str | bytes) -> int:
+    """The creation time (ms since the epoch) encoded in a stream entry id."""
+    if isinstance(entry_id, bytes):
+        entry_id = entry_id.decode()
+    return int(entry_id.split("-", 1)[0])
+
+
+class Streams:
+    """The stream and consumer group of one EventFlow deployment."""
+
+    def __init__(self, redis: Redis, stream: str, group: str) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+
+    async def ensure_group(self) -> None:
+        """Create the stream and the group if missing; an existing group is fine."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def publish(self, events: Sequence[Event]) -> list[str]:
+        """Append events in one pipelined round trip; returns their entry ids."""
+        if not events:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(self.stream, {FIELD: event.to_message()})
+            ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
+        """New entries for ``consumer`` (``>``), waiting up to ``block_ms``."""
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or group vanished (Redis restarted or flushed): recreate.
+            await self.ensure_group()
+            return []
+        return [_entry(eid, fields) for _, items in reply or [] for eid, fields in items]
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+        """Take over entries idle longer than ``min_idle_ms`` from any consumer.
+
+        Delivery counts come from XPENDING so poison entries can be recognised.
+        """
+        try:
+            reply = await self.redis.xautoclaim(
+                self.stream, self.group, consumer, min_idle_ms, "0-0", count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        claimed = [(eid, fields) for eid, fields in reply[1] if fields is not None]
+        deleted = reply[2] if len(reply) > 2 else []
+        if deleted:
+            # Entries deleted from the stream but still pending: just acknowledge.
+            await self.redis.xack(self.stream, self.group, *deleted)
+        if not claimed:
+            return []
+        first, last = claimed[0][0], claimed[-1][0]
+        pending = await self.redis.xpending_range(
+            self.stream, self.group, first, last, len(claimed) + 10, consumer
+        )
+        counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        return [
+            _entry(eid, fields, counts.get(eid, 1)) for eid, fields in claimed
+        ]
+
+    async def ack(self, entry_ids: Sequence[str]) -> None:
+        """Acknowledge and delete handled entries in one round trip.
+
+        Deleting keeps memory bounded; only acknowledged entries are deleted.
+        """
+        if not entry_ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.stream, self.group, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
+            await pipe.execute()
+
+    async def state(self) -> StreamState:
+        """Length, lag, pending and consumers, for metrics and backpressure."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.stream)
+            pipe.xinfo_groups(self.stream)
+            pipe.xpending(self.stream, self.group)
+            try:
+                length, groups, pending = await pipe.execute()
+            except ResponseError:
+                return StreamState(0, 0, 0, 0.0, 0, "0-0")
+        group = next(
+            (g for g in groups if _s(g.get("name")) == self.group), None
+        )
+        if group is None:
+            return StreamState(int(length), int(length), 0, 0.0, 0, "0-0")
+        lag = group.get("lag")
+        oldest = pending.get("min") if pending else None
+        age = max(0.0, time.time() - entry_ms(oldest) / 1000) if oldest else 0.0
+        return StreamState(
+            length=int(length),
+            lag=int(lag) if lag is not None else int(length),
+            pending=int(group.get("pending", 0)),
+            oldest_pending_age_s=age,
+            consumers=int(group.get("consumers", 0)),
+            last_delivered_id=_s(group.get("last-delivered-id")) or "0-0",
+        )
+
+    async def oldest_unsettled_ms(self) -> int | None:
+        """Creation time of the oldest entry still pending or not yet delivered.
+
+        ``None`` means Redis holds no unfinished entry at all. The reconciler uses it
+        to tell events that are merely queued from events Redis has lost.
+        """
+        state = await self.state()
+        candidates: list[int] = []
+        pending = await self.redis.xpending(self.stream, self.group) if state.pending else None
+        if pending and pending.get("min"):
+            candidates.append(entry_ms(pending["min"]))
+        if state.lag:
+            after = await self.redis.xrange(
+                self.stream, min="(" + state.last_delivered_id, count=1
+            )
+            if after:
+                candidates.append(entry_ms(after[0][0]))
+        return min(candidates) if candidates else None
+
+    async def delete_consumer(self, consumer: str) -> None:
+        try:
+            await self.redis.xgroup_delconsumer(self.stream, self.group, consumer)
+        except ResponseError:
+            pass
+
+    async def consumer_pending(self, consumer: str) -> int:
+        try:
+            consumers = await self.redis.xinfo_consumers(self.stream, self.group)
+        except ResponseError:
+            return 0
+        for c in consumers:
+            if _s(c.get("name")) == consumer:
+                return int(c.get("pending", 0))
+        return 0
+
+    async def remove_idle_consumers(self, idle_ms: int, keep: str) -> list[str]:
+        """Delete consumers with nothing pending that have been idle ``idle_ms``."""
+        try:
+            consumers = await self.redis.xinfo_consumers(self.stream, self.group)
+        except ResponseError:
+            return []
+        removed = []
+        for c in consumers:
+            name = _s(c.get("name"))
+            if name and name != keep and int(c.get("pending", 0)) == 0:
+                if int(c.get("idle", 0)) >= idle_ms:
+                    await self.delete_consumer(name)
+                    removed.append(name)
+        return removed
+
+
+def _s(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
+
+
+def _entry(
+    entry_id: bytes | str, fields: dict[bytes, bytes] | None, deliveries: int = 1
+) -> Entry:
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Entry(eid, (fields or {}).get(FIELD), deliveries)

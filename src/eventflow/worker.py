@@ -1,0 +1,356 @@
+"""The consumer: read a batch, process it, commit it, then acknowledge it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.config import Settings
+from eventflow.errors import InvalidEvent, UndecodableMessage
+from eventflow.metrics import Metrics
+from eventflow.models import Event, decode_message
+from eventflow.processing import enrich
+from eventflow.reconciler import reconcile_once
+from eventflow.retry import is_transient, retrying
+from eventflow.store import FailedRow, ProcessedRow, write_results
+from eventflow.streams import Entry, Streams
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Undecodable entries carry no event id; derive a stable one from the entry id so a
+# redelivered bad entry still ends as one dead letter.
+UNDECODABLE_NAMESPACE = uuid.UUID("6f1c1d6e-4f43-4f43-9a55-0e0e7f1a2b3c")
+
+
+@dataclass
+class BatchReport:
+    processed: int = 0
+    duplicates: int = 0
+    failed: int = 0
+
+
+@dataclass
+class Worker:
+    """One consumer of the group. Build it in an entry point and ``run`` it."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    metrics: Metrics = field(default_factory=Metrics)
+    consumer: str = ""
+
+    def __post_init__(self) -> None:
+        self.consumer = self.consumer or self.settings.resolved_consumer_name()
+        self.streams = Streams(
+            self.redis, self.settings.stream_name, self.settings.consumer_group
+        )
+        self._stopping = asyncio.Event()
+        self._last_claim = 0.0
+        self._last_reconcile = time.monotonic()
+        self._last_housekeeping = 0.0
+        self.totals = BatchReport()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading; the in-flight batch is finished and acknowledged first."""
+        if not self._stopping.is_set():
+            log.info("worker stopping", extra={"consumer": self.consumer})
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self, until_empty: bool = False) -> BatchReport:
+        """Consume until stopped, or with ``until_empty`` until nothing is left to do
+        (no new entry, nothing pending that could be reclaimed)."""
+        s = self.settings
+        await self._with_retry("ensure_group", self.streams.ensure_group)
+        log.info(
+            "worker started",
+            extra={"consumer": self.consumer, "stream": s.stream_name, "group": s.consumer_group},
+        )
+        while not self._stopping.is_set():
+            try:
+                await self._maintenance(force=until_empty)
+                block = 1 if until_empty else s.worker_block_ms
+                entries = await self.streams.read(self.consumer, s.worker_batch_size, block)
+                if entries:
+                    await self.handle(entries)
+                elif until_empty and await self._idle():
+                    break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning(
+                    "dependency unavailable; pausing",
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+                await self._pause(min(s.retry_max_s, 1.0))
+        await self._leave()
+        return self.totals
+
+    async def _idle(self) -> bool:
+        """In ``until_empty`` mode: is there really nothing left for us?"""
+        state = await self.streams.state()
+        return state.lag == 0 and state.pending == 0
+
+    async def _leave(self) -> None:
+        """On a clean exit, drop our consumer if it holds nothing pending."""
+        try:
+            if await self.streams.consumer_pending(self.consumer) == 0:
+                await self.streams.delete_consumer(self.consumer)
+        except Exception as exc:
+            log.warning("could not deregister consumer", extra={"error": str(exc)})
+        log.info("worker stopped", extra={"consumer": self.consumer})
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _maintenance(self, force: bool = False) -> None:
+        """Reclaim stale entries, reconcile, refresh gauges: each on its interval."""
+        s = self.settings
+        now = time.monotonic()
+        if force or now - self._last_claim >= s.claim_interval_s:
+            self._last_claim = now
+            while not self._stopping.is_set():
+                claimed = await self.streams.reclaim(
+                    self.consumer, s.claim_idle_ms, s.worker_batch_size
+                )
+                if not claimed:
+                    break
+                self.metrics.reclaimed.inc(len(claimed))
+                log.warning(
+                    "reclaimed stale entries",
+                    extra={"consumer": self.consumer, "entries": len(claimed)},
+                )
+                await self.handle(claimed)
+        if force or now - self._last_reconcile >= s.reconcile_interval_s:
+            self._last_reconcile = now
+            await reconcile_once(
+                self.engine,
+                self.streams,
+                self.metrics,
+                timedelta(seconds=s.reconcile_min_age_s),
+                s.reconcile_batch_size,
+            )
+        if now - self._last_housekeeping >= 5.0:
+            self._last_housekeeping = now
+            await self._refresh_gauges()
+
+    async def _refresh_gauges(self) -> None:
+        s = self.settings
+        state = await self.streams.state()
+        m = self.metrics
+        m.stream_length.set(state.length)
+        m.stream_lag.set(state.lag)
+        m.stream_pending.set(state.pending)
+        m.oldest_pending_age.set(state.oldest_pending_age_s)
+        m.consumers.set(state.consumers)
+        async with self.engine.connect() as conn:
+            count = await conn.scalar(text("SELECT count(*) FROM failed_events"))
+        m.dead_letters.set(count or 0)
+        removed = await self.streams.remove_idle_consumers(
+            max(10 * s.claim_idle_ms, 60_000), keep=self.consumer
+        )
+        if removed:
+            log.info("removed idle consumers", extra={"consumers": removed})
+
+    # --- one batch --------------------------------------------------------------------
+
+    async def handle(self, entries: Sequence[Entry]) -> BatchReport:
+        """Process, commit and acknowledge one batch of stream entries."""
+        start = time.perf_counter()
+        now = datetime.now(UTC)
+        report = BatchReport()
+        processed: list[ProcessedRow] = []
+        failed: list[FailedRow] = []
+        seen: set[uuid.UUID] = set()
+        for entry in entries:
+            row = self._process_entry(entry, now)
+            if isinstance(row, FailedRow):
+                failed.append(row)
+            elif row.event.event_id in seen:
+                report.duplicates += 1  # the same event twice in one batch
+            else:
+                seen.add(row.event.event_id)
+                processed.append(row)
+        inserted = await self._commit(processed, failed)
+        await self._with_retry(
+            "ack", lambda: self.streams.ack([e.entry_id for e in entries])
+        )
+        commit_time = datetime.now(UTC)
+        m = self.metrics
+        for row in processed:
+            if row.event.event_id in inserted:
+                report.processed += 1
+                m.events_processed.labels(row.event.event_type).inc()
+                m.end_to_end_latency.observe(
+                    (commit_time - row.event.received_at).total_seconds()
+                )
+            else:
+                report.duplicates += 1
+        for f in failed:
+            report.failed += 1
+            m.events_failed.labels(f.event_type or "unknown", f.error_type).inc()
+        if report.duplicates:
+            m.duplicates.labels("worker").inc(report.duplicates)
+        m.worker_batch_size.observe(len(entries))
+        m.processing_duration.observe(time.perf_counter() - start)
+        self.totals.processed += report.processed
+        self.totals.duplicates += report.duplicates
+        self.totals.failed += report.failed
+        log.info(
+            "batch committed",
+            extra={
+                "consumer": self.consumer,
+                "entries": len(entries),
+                "processed": report.processed,
+                "duplicates": report.duplicates,
+                "failed": report.failed,
+                "correlation_ids": sorted(
+                    {r.event.correlation_id for r in processed if r.event.correlation_id}
+                ),
+            },
+        )
+        return report
+
+    def _process_entry(self, entry: Entry, now: datetime) -> ProcessedRow | FailedRow:
+        raw = entry.data or b""
+        try:
+            if entry.data is None:
+                raise UndecodableMessage("stream entry has no EventFlow payload field")
+            event = decode_message(entry.data)
+        except UndecodableMessage as exc:
+            return self._dead_letter(entry, None, raw, exc)
+        if entry.deliveries > self.settings.max_deliveries:
+            return self._dead_letter(
+                entry,
+                event,
+                raw,
+                None,
+                error=f"delivered {entry.deliveries} times without being acknowledged "
+                f"(limit {self.settings.max_deliveries})",
+                error_type="PoisonMessage",
+            )
+        try:
+            enrichment = enrich(event, self.consumer, now)
+        except InvalidEvent as exc:
+            return self._dead_letter(entry, event, raw, exc)
+        except Exception as exc:  # a bug in an enrichment must not stop the worker
+            log.exception("enrichment raised", extra={"event_id": str(event.event_id)})
+            return self._dead_letter(entry, event, raw, exc)
+        return ProcessedRow(event, enrichment, entry.deliveries)
+
+    def _dead_letter(
+        self,
+        entry: Entry,
+        event: Event | None,
+        raw: bytes,
+        exc: BaseException | None,
+        error: str = "",
+        error_type: str = "",
+    ) -> FailedRow:
+        event_id = (
+            event.event_id
+            if event is not None
+            else uuid.uuid5(UNDECODABLE_NAMESPACE, f"{self.streams.stream}/{entry.entry_id}")
+        )
+        row = FailedRow(
+            event_id=event_id,
+            event_type=event.event_type if event else None,
+            payload=raw.decode("utf-8", errors="replace"),
+            error=error or str(exc),
+            error_type=error_type or (type(exc).__name__ if exc else "Error"),
+            attempts=entry.deliveries,
+            correlation_id=event.correlation_id if event else None,
+            stream_entry_id=entry.entry_id,
+        )
+        log.warning(
+            "event dead-lettered",
+            extra={
+                "event_id": str(event_id),
+                "entry_id": entry.entry_id,
+                "error_type": row.error_type,
+                "error": row.error[:300],
+                "correlation_id": row.correlation_id,
+            },
+        )
+        return row
+
+    async def _commit(
+        self, processed: list[ProcessedRow], failed: list[FailedRow]
+    ) -> set[uuid.UUID]:
+        """One transaction for the whole batch, retried while failures are transient.
+
+        A batch that the database refuses for a permanent reason is split so that
+        only the offending events are dead-lettered.
+        """
+        if not processed and not failed:
+            return set()
+        try:
+            return await self._with_retry("commit", lambda: self._write(processed, failed))
+        except DBAPIError as exc:
+            if is_transient(exc) or len(processed) + len(failed) == 1:
+                if is_transient(exc):
+                    raise
+                return await self._commit_alone(processed, failed, exc)
+            log.warning("batch refused by the database; writing events one by one")
+            inserted: set[uuid.UUID] = set()
+            for row in processed:
+                inserted |= await self._commit([row], [])
+            for frow in failed:
+                await self._commit([], [frow])
+            return inserted
+
+    async def _commit_alone(
+        self, processed: list[ProcessedRow], failed: list[FailedRow], exc: DBAPIError
+    ) -> set[uuid.UUID]:
+        if not processed:
+            raise exc  # cannot even store the dead letter: leave it pending
+        row = processed[0]
+        event = row.event
+        dead = FailedRow(
+            event_id=event.event_id,
+            event_type=event.event_type,
+            payload=event.to_message().decode(),
+            error=str(exc.orig)[:2000],
+            error_type="DatabaseRejected",
+            attempts=row.attempts,
+            correlation_id=event.correlation_id,
+            stream_entry_id="",
+        )
+        await self._with_retry("commit", lambda: self._write([], [dead]))
+        return set()
+
+    async def _write(
+        self, processed: list[ProcessedRow], failed: list[FailedRow]
+    ) -> set[uuid.UUID]:
+        async with self.engine.begin() as conn:
+            return await write_results(conn, processed, failed, self.consumer)
+
+    async def _with_retry(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in retrying(self.settings, self.metrics, operation):
+            with attempt:
+                return await fn()
+        raise AssertionError("unreachable")
