@@ -63,10 +63,12 @@ def probe_url(args: Sequence[str] | None, env: Mapping[str, str]) -> str | None:
         port = _option(args or [], "--port") or env.get("EVENTFLOW_API_PORT")
         return f"http://127.0.0.1:{port or DEFAULT_API_PORT}/health/live"
     if command == "worker":
-        port = int(
+        metrics_port = int(
             env.get("EVENTFLOW_WORKER_METRICS_PORT", DEFAULT_WORKER_METRICS_PORT)
         )
-        return None if port == 0 else f"http://127.0.0.1:{port}/metrics"
+        if metrics_port == 0:
+            return None
+        return f"http://127.0.0.1:{metrics_port}/metrics"
     return None
 
 

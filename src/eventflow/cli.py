@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host", default=None, help="default: EVENTFLOW_API_HOST")
-    api.add_argument("--port", type=int, default=None, help="default: EVENTFLOW_API_PORT")
+    api.add_argument(
+        "--port", type=int, default=None, help="default: EVENTFLOW_API_PORT"
+    )
 
     worker = sub.add_parser("worker", help="run one worker process")
     worker.add_argument(
@@ -49,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "api":
         from eventflow.runner import serve_api
 
-        serve_api(settings, args.host or settings.api_host, args.port or settings.api_port)
+        serve_api(
+            settings, args.host or settings.api_host, args.port or settings.api_port
+        )
         return 0
     if args.command == "worker":
         import uvloop
@@ -63,9 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sql:
             sys.stdout.write(render_sql())
             return 0
-        database_url, _ = settings.require_urls() if settings.redis_url else (
-            settings.database_url or "",
-            "",
+        database_url, _ = (
+            settings.require_urls()
+            if settings.redis_url
+            else (
+                settings.database_url or "",
+                "",
+            )
         )
         if not database_url:
             print("DATABASE_URL is not set", file=sys.stderr)

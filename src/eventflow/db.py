@@ -31,7 +31,10 @@ raw_events = Table(
     Column("body_hash", String(64), nullable=False),
     Column("correlation_id", String(128)),
     Column(
-        "received_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+        "received_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
     ),
     # Last time the event was written to the stream (the reconciler moves it on).
     Column("published_at", DateTime(timezone=True), nullable=False),
@@ -60,7 +63,10 @@ processed_events = Table(
     Column("correlation_id", String(128)),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column(
-        "processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+        "processed_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
     ),
     Column("processed_by", String(255), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("1")),

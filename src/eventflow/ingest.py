@@ -76,7 +76,9 @@ class GroupCommitter:
     async def submit(self, events: Sequence[Event]) -> list[Result]:
         if self._closing:
             raise DependencyUnavailable("api", "shutting down")
-        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Result]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._queue.append((events, future))
         self._wakeup.set()
         return await future
@@ -91,7 +93,9 @@ class GroupCommitter:
                 continue
             batch: list[_Pending] = []
             size = 0
-            while self._queue and (not batch or size + len(self._queue[0][0]) <= self.max_batch):
+            while self._queue and (
+                not batch or size + len(self._queue[0][0]) <= self.max_batch
+            ):
                 item = self._queue.pop(0)
                 batch.append(item)
                 size += len(item[0])
@@ -133,8 +137,12 @@ class GroupCommitter:
                     results.append(Result(Outcome.accepted, event.received_at))
                     continue
                 first = outcome.existing.get(event.event_id)
-                stored_hash = first.body_hash if first else unique[event.event_id].body_hash
-                received = first.received_at if first else unique[event.event_id].received_at
+                stored_hash = (
+                    first.body_hash if first else unique[event.event_id].body_hash
+                )
+                received = (
+                    first.received_at if first else unique[event.event_id].received_at
+                )
                 same = stored_hash == event.body_hash
                 results.append(
                     Result(Outcome.duplicate if same else Outcome.conflict, received)

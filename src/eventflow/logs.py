@@ -20,7 +20,9 @@ class CorrelationFilter(logging.Filter):
         return True
 
 
-def configure(level: str = "INFO", fmt: str = "json", service: str = "eventflow") -> None:
+def configure(
+    level: str = "INFO", fmt: str = "json", service: str = "eventflow"
+) -> None:
     """Route all logging to stdout, as JSON lines or plain text."""
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(CorrelationFilter())
@@ -28,7 +30,11 @@ def configure(level: str = "INFO", fmt: str = "json", service: str = "eventflow"
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                rename_fields={
+                    "asctime": "time",
+                    "levelname": "level",
+                    "name": "logger",
+                },
                 static_fields={"service": service},
             )
         )

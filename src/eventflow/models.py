@@ -136,9 +136,7 @@ def validate_event(
         props = spec.properties.model_validate(data.properties)
     except ValidationError as exc:
         errors.extend(
-            _loc_error(
-                (*loc_prefix, "properties", *e["loc"]), e["msg"], e["type"]
-            )
+            _loc_error((*loc_prefix, "properties", *e["loc"]), e["msg"], e["type"])
             for e in exc.errors(include_url=False)
         )
     if errors:

@@ -33,7 +33,9 @@ def enrich(event: Event, worker: str, now: datetime) -> dict[str, Any]:
                 for e in exc.errors(include_url=False)
             ]
         ) from exc
-    ctx = EnrichContext(user_id=event.user_id, timestamp_iso=event.timestamp.isoformat())
+    ctx = EnrichContext(
+        user_id=event.user_id, timestamp_iso=event.timestamp.isoformat()
+    )
     extra = spec.enrich(props, ctx)
     latency_ms = (now - event.received_at).total_seconds() * 1000
     return {

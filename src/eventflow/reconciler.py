@@ -25,6 +25,7 @@ from eventflow.streams import Streams
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 815002
+PUBLISH_SLACK = timedelta(seconds=5)
 
 _CLAIM = text(
     """
@@ -49,13 +50,19 @@ async def reconcile_once(
     metrics: Metrics,
     min_age: timedelta,
     limit: int = 5000,
+    publish_slack: timedelta = PUBLISH_SLACK,
 ) -> int:
-    """One pass; returns how many events were republished."""
+    """One pass; returns how many events were republished.
+
+    ``min_age``: leave events younger than this alone. ``publish_slack``: how much
+    earlier than the oldest entry Redis still holds an event's ``published_at``
+    must be (covers the gap between the commit and the XADD, and clock skew).
+    """
     oldest_ms = await streams.oldest_unsettled_ms()
-    horizon = datetime.now(UTC)
+    cutoff = datetime.now(UTC) - min_age
     if oldest_ms is not None:
-        horizon = min(horizon, datetime.fromtimestamp(oldest_ms / 1000, UTC))
-    cutoff = horizon - min_age
+        oldest = datetime.fromtimestamp(oldest_ms / 1000, UTC)
+        cutoff = min(cutoff, oldest - publish_slack)
     async with engine.begin() as conn:
         locked = await conn.scalar(
             text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY}

@@ -77,7 +77,9 @@ def retrying(settings: Settings, metrics: Metrics, operation: str) -> AsyncRetry
         "stop": stop_after_attempt(settings.retry_attempts)
         | stop_after_delay(settings.retry_max_s * settings.retry_attempts),
         "wait": wait_exponential_jitter(
-            initial=settings.retry_initial_s, max=settings.retry_max_s
+            multiplier=settings.retry_initial_s,
+            max=settings.retry_max_s,
+            jitter=settings.retry_initial_s,
         ),
         "retry": retry_if_exception(is_transient),
         "before_sleep": before_sleep,

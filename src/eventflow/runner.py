@@ -111,7 +111,9 @@ def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
         print("Migrations   applied", flush=True)
         exe = [sys.executable, "-m", "eventflow"]
         children.append(
-            subprocess.Popen([*exe, "api", "--host", host, "--port", str(port)], env=env)
+            subprocess.Popen(
+                [*exe, "api", "--host", host, "--port", str(port)], env=env
+            )
         )
         for _ in range(workers):
             children.append(subprocess.Popen([*exe, "worker"], env=env))

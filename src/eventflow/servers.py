@@ -101,7 +101,7 @@ def find_postgres_bin() -> Path:
         glob.glob("/usr/lib/postgresql/*/bin"),
         key=lambda p: (not p.startswith("/usr/lib/postgresql/15/"), p),
     )
-    candidates += sorted(glob.glob("/usr/pgsql-*/bin")) + ["/usr/local/pgsql/bin"]
+    candidates += [*sorted(glob.glob("/usr/pgsql-*/bin")), "/usr/local/pgsql/bin"]
     which = shutil.which("initdb")
     if which:
         candidates.append(str(Path(which).resolve().parent))
@@ -164,7 +164,9 @@ class LocalPostgres:
         if not _reachable_by(self.data_dir.resolve(), self.user):
             # The project folder is closed to the unprivileged account: keep the
             # database beside it in a world-reachable place instead.
-            digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+            digest = hashlib.sha1(str(self.data_dir.resolve()).encode()).hexdigest()[
+                :12
+            ]
             alt = Path("/tmp") / f"eventflow-{digest}"
             alt.mkdir(mode=0o755, exist_ok=True)
             self.data_dir = alt

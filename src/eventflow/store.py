@@ -62,7 +62,9 @@ class InsertOutcome:
     existing: dict[UUID, Existing]
 
 
-async def insert_raw_events(engine: AsyncEngine, events: Sequence[Event]) -> InsertOutcome:
+async def insert_raw_events(
+    engine: AsyncEngine, events: Sequence[Event]
+) -> InsertOutcome:
     """Store accepted events in ``raw_events`` in one transaction (group commit)."""
     ids = [e.event_id for e in events]
     params = {

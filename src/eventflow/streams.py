@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -51,7 +53,9 @@ class Streams:
     async def ensure_group(self) -> None:
         """Create the stream and the group if missing; an existing group is fine."""
         try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(
+                self.stream, self.group, id="0", mkstream=True
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -69,7 +73,7 @@ class Streams:
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """New entries for ``consumer`` (``>``), waiting up to ``block_ms``."""
         try:
-            reply = await self.redis.xreadgroup(
+            reply: Any = await self.redis.xreadgroup(
                 self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
@@ -78,7 +82,9 @@ class Streams:
             # The stream or group vanished (Redis restarted or flushed): recreate.
             await self.ensure_group()
             return []
-        return [_entry(eid, fields) for _, items in reply or [] for eid, fields in items]
+        return [
+            _entry(eid, fields) for _, items in reply or [] for eid, fields in items
+        ]
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries idle longer than ``min_idle_ms`` from any consumer.
@@ -106,9 +112,7 @@ class Streams:
             self.stream, self.group, first, last, len(claimed) + 10, consumer
         )
         counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-        return [
-            _entry(eid, fields, counts.get(eid, 1)) for eid, fields in claimed
-        ]
+        return [_entry(eid, fields, counts.get(eid, 1)) for eid, fields in claimed]
 
     async def ack(self, entry_ids: Sequence[str]) -> None:
         """Acknowledge and delete handled entries in one round trip.
@@ -132,9 +136,7 @@ class Streams:
                 length, groups, pending = await pipe.execute()
             except ResponseError:
                 return StreamState(0, 0, 0, 0.0, 0, "0-0")
-        group = next(
-            (g for g in groups if _s(g.get("name")) == self.group), None
-        )
+        group = next((g for g in groups if _s(g.get("name")) == self.group), None)
         if group is None:
             return StreamState(int(length), int(length), 0, 0.0, 0, "0-0")
         lag = group.get("lag")
@@ -157,11 +159,16 @@ class Streams:
         """
         state = await self.state()
         candidates: list[int] = []
-        pending = await self.redis.xpending(self.stream, self.group) if state.pending else None
-        if pending and pending.get("min"):
-            candidates.append(entry_ms(pending["min"]))
+        pending = (
+            await self.redis.xpending(self.stream, self.group)
+            if state.pending
+            else None
+        )
+        oldest_pending = pending.get("min") if pending else None
+        if oldest_pending:
+            candidates.append(entry_ms(oldest_pending))
         if state.lag:
-            after = await self.redis.xrange(
+            after: Any = await self.redis.xrange(
                 self.stream, min="(" + state.last_delivered_id, count=1
             )
             if after:
@@ -169,10 +176,8 @@ class Streams:
         return min(candidates) if candidates else None
 
     async def delete_consumer(self, consumer: str) -> None:
-        try:
+        with contextlib.suppress(ResponseError):
             await self.redis.xgroup_delconsumer(self.stream, self.group, consumer)
-        except ResponseError:
-            pass
 
     async def consumer_pending(self, consumer: str) -> int:
         try:
@@ -193,10 +198,15 @@ class Streams:
         removed = []
         for c in consumers:
             name = _s(c.get("name"))
-            if name and name != keep and int(c.get("pending", 0)) == 0:
-                if int(c.get("idle", 0)) >= idle_ms:
-                    await self.delete_consumer(name)
-                    removed.append(name)
+            idle = int(c.get("idle", 0))
+            if (
+                name
+                and name != keep
+                and int(c.get("pending", 0)) == 0
+                and idle >= idle_ms
+            ):
+                await self.delete_consumer(name)
+                removed.append(name)
         return removed
 
 

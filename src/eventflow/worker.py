@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -83,13 +84,19 @@ class Worker:
         await self._with_retry("ensure_group", self.streams.ensure_group)
         log.info(
             "worker started",
-            extra={"consumer": self.consumer, "stream": s.stream_name, "group": s.consumer_group},
+            extra={
+                "consumer": self.consumer,
+                "stream": s.stream_name,
+                "group": s.consumer_group,
+            },
         )
         while not self._stopping.is_set():
             try:
                 await self._maintenance(force=until_empty)
                 block = 1 if until_empty else s.worker_block_ms
-                entries = await self.streams.read(self.consumer, s.worker_batch_size, block)
+                entries = await self.streams.read(
+                    self.consumer, s.worker_batch_size, block
+                )
                 if entries:
                     await self.handle(entries)
                 elif until_empty and await self._idle():
@@ -122,10 +129,8 @@ class Worker:
         log.info("worker stopped", extra={"consumer": self.consumer})
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _maintenance(self, force: bool = False) -> None:
         """Reclaim stale entries, reconcile, refresh gauges: each on its interval."""
@@ -229,7 +234,11 @@ class Worker:
                 "duplicates": report.duplicates,
                 "failed": report.failed,
                 "correlation_ids": sorted(
-                    {r.event.correlation_id for r in processed if r.event.correlation_id}
+                    {
+                        r.event.correlation_id
+                        for r in processed
+                        if r.event.correlation_id
+                    }
                 ),
             },
         )
@@ -274,7 +283,9 @@ class Worker:
         event_id = (
             event.event_id
             if event is not None
-            else uuid.uuid5(UNDECODABLE_NAMESPACE, f"{self.streams.stream}/{entry.entry_id}")
+            else uuid.uuid5(
+                UNDECODABLE_NAMESPACE, f"{self.streams.stream}/{entry.entry_id}"
+            )
         )
         row = FailedRow(
             event_id=event_id,
@@ -309,7 +320,9 @@ class Worker:
         if not processed and not failed:
             return set()
         try:
-            return await self._with_retry("commit", lambda: self._write(processed, failed))
+            return await self._with_retry(
+                "commit", lambda: self._write(processed, failed)
+            )
         except DBAPIError as exc:
             if is_transient(exc) or len(processed) + len(failed) == 1:
                 if is_transient(exc):

@@ -1,4 +1,4 @@
-"""compose.yaml: Compose-spec validity, service wiring and environment variables."""
+"""docker-compose.yml: Compose-spec validity, service wiring and environment variables."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import AliasChoices
 from eventflow.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "compose.yaml"
+COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 APP_SERVICES = ("migrate", "api", "worker")
 

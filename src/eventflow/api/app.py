@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from eventflow.api.responses import Json
 from redis.asyncio import Redis
 
 from eventflow import __version__
 from eventflow.api import events, health
 from eventflow.api.context import ApiContext
 from eventflow.api.middleware import CorrelationMiddleware
+from eventflow.api.responses import Json
 from eventflow.config import Settings
 from eventflow.db import create_engine
 from eventflow.errors import DependencyUnavailable, InvalidEvent, Overloaded
@@ -36,7 +37,8 @@ def _invalid(request: Request, exc: Exception) -> Json:
 def _request_invalid(request: Request, exc: Exception) -> Json:
     assert isinstance(exc, RequestValidationError)
     detail = [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
     ]
     return Json({"detail": detail}, status_code=422)
 
@@ -69,13 +71,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             engine=engine,
             redis=redis,
             streams=streams,
-            committer=GroupCommitter(engine, streams, metrics, settings.ingest_max_batch),
+            committer=GroupCommitter(
+                engine, streams, metrics, settings.ingest_max_batch
+            ),
             metrics=metrics,
         )
-        try:
+        # Redis down: accept anyway, the reconciler publishes once it is back.
+        with contextlib.suppress(Exception):
             await streams.ensure_group()
-        except Exception:  # Redis down: accept anyway, the reconciler catches up
-            pass
         app.state.ctx = ctx
         ctx.start()
         try:

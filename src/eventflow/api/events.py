@@ -8,11 +8,11 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Request, status
-from eventflow.api.responses import Json
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from eventflow.api.deps import Context
+from eventflow.api.responses import Json
 from eventflow.db import failed_events, processed_events, raw_events
 from eventflow.errors import InvalidEvent, Overloaded
 from eventflow.ingest import Outcome
@@ -104,7 +104,7 @@ async def post_batch(body: BatchIn, request: Request, ctx: Context) -> Json:
     limit = ctx.settings.max_batch_request
     if len(body.events) > limit:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            413,
             f"events: at most {limit} events per batch, got {len(body.events)}",
         )
     _check_backpressure(ctx)
@@ -129,7 +129,9 @@ async def post_batch(body: BatchIn, request: Request, ctx: Context) -> Json:
                 {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
                 for e in exc.errors(include_url=False)
             ]
-            results[index] = BatchItemResult(index=index, status="invalid", errors=errors)
+            results[index] = BatchItemResult(
+                index=index, status="invalid", errors=errors
+            )
             continue
         except InvalidEvent as exc:
             results[index] = BatchItemResult(
@@ -183,7 +185,9 @@ async def get_event(event_id: UUID, ctx: Context) -> EventStatusOut:
             failed_events.c.error,
         )
         .select_from(raw_events)
-        .outerjoin(processed_events, processed_events.c.event_id == raw_events.c.event_id)
+        .outerjoin(
+            processed_events, processed_events.c.event_id == raw_events.c.event_id
+        )
         .outerjoin(failed_events, failed_events.c.event_id == raw_events.c.event_id)
         .where(raw_events.c.event_id == event_id)
     )

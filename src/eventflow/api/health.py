@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Response
-from eventflow.api.responses import Json
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventflow.api.deps import Context
+from eventflow.api.responses import Json
 from eventflow.models import DependencyState, HealthOut
 
 router = APIRouter(tags=["operations"])
 
 
 def _dep(error: str | None) -> DependencyState:
-    return DependencyState(status="ok") if error is None else DependencyState(
-        status="down", detail=error
+    return (
+        DependencyState(status="ok")
+        if error is None
+        else DependencyState(status="down", detail=error)
     )
 
 
@@ -34,7 +36,8 @@ async def health(ctx: Context) -> Json:
         redis=_dep(rd),
     )
     return Json(
-        body.model_dump(exclude_none=True), status_code=200 if body.status == "ok" else 503
+        body.model_dump(exclude_none=True),
+        status_code=200 if body.status == "ok" else 503,
     )
 
 
@@ -57,4 +60,6 @@ async def ready(ctx: Context) -> Json:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(ctx: Context) -> Response:
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

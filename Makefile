@@ -1,0 +1,54 @@
+# EventFlow: `make run` starts everything locally, `make test` checks everything.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit integration faults deploy-check format sql bench clean system-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## Run the whole service locally (PostgreSQL and Redis are started for you).
+run: $(STAMP) system-deps
+	$(BIN)/eventflow dev
+
+## Lint, type check and the whole test suite.
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff check src tests scripts benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP) system-deps
+	$(BIN)/pytest -q tests/integration
+
+faults: $(STAMP) system-deps
+	$(BIN)/pytest -q tests/faults
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff check --fix src tests scripts benchmarks
+
+## Regenerate scripts/init_db.sql from the migrations.
+sql: $(STAMP)
+	$(BIN)/eventflow migrate --sql > scripts/init_db.sql
+
+bench: $(STAMP) system-deps
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .eventflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,77 @@
+-- EventFlow schema, generated from the Alembic migrations by
+-- `eventflow migrate --sql`. Do not edit: change a migration instead.
+BEGIN;
+
+CREATE TABLE alembic_version (
+    version_num VARCHAR(32) NOT NULL, 
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
+-- Running upgrade  -> 0001
+
+CREATE TABLE failed_events (
+    id BIGSERIAL NOT NULL, 
+    event_id UUID NOT NULL, 
+    event_type VARCHAR(64), 
+    payload TEXT NOT NULL, 
+    error TEXT NOT NULL, 
+    error_type VARCHAR(128) NOT NULL, 
+    attempts INTEGER DEFAULT 1 NOT NULL, 
+    correlation_id VARCHAR(128), 
+    stream_entry_id VARCHAR(64), 
+    failed_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    replayed_at TIMESTAMP WITH TIME ZONE, 
+    replay_count INTEGER DEFAULT 0 NOT NULL, 
+    PRIMARY KEY (id), 
+    UNIQUE (event_id)
+);
+
+CREATE INDEX ix_failed_events_failed_at ON failed_events (failed_at);
+
+CREATE INDEX ix_failed_events_type ON failed_events (event_type);
+
+CREATE TABLE processed_events (
+    id BIGSERIAL NOT NULL, 
+    event_id UUID NOT NULL, 
+    event_type VARCHAR(64) NOT NULL, 
+    user_id VARCHAR(255), 
+    event_timestamp TIMESTAMP WITH TIME ZONE NOT NULL, 
+    properties JSONB NOT NULL, 
+    enrichment JSONB NOT NULL, 
+    correlation_id VARCHAR(128), 
+    received_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    processed_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    processed_by VARCHAR(255) NOT NULL, 
+    attempts INTEGER DEFAULT 1 NOT NULL, 
+    PRIMARY KEY (id), 
+    UNIQUE (event_id)
+);
+
+CREATE INDEX ix_processed_events_processed_at ON processed_events (processed_at);
+
+CREATE INDEX ix_processed_events_type_time ON processed_events (event_type, processed_at);
+
+CREATE TABLE raw_events (
+    event_id UUID NOT NULL, 
+    event_type VARCHAR(64) NOT NULL, 
+    user_id VARCHAR(255), 
+    event_timestamp TIMESTAMP WITH TIME ZONE NOT NULL, 
+    properties JSONB NOT NULL, 
+    body_hash VARCHAR(64) NOT NULL, 
+    correlation_id VARCHAR(128), 
+    received_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    published_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    publish_count INTEGER DEFAULT 1 NOT NULL, 
+    status VARCHAR(16) DEFAULT 'accepted' NOT NULL, 
+    settled_at TIMESTAMP WITH TIME ZONE, 
+    PRIMARY KEY (event_id)
+);
+
+CREATE INDEX ix_raw_events_received_at ON raw_events (received_at);
+
+CREATE INDEX ix_raw_events_unsettled ON raw_events (published_at) WHERE status = 'accepted';
+
+INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;
+
+COMMIT;
+

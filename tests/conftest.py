@@ -1,0 +1,93 @@
+"""Shared fixtures: real PostgreSQL and Redis for the whole session.
+
+Servers come from DATABASE_URL / REDIS_URL when both are set; otherwise the
+session starts its own, the same way ``eventflow dev`` does, in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.config import Settings
+from eventflow.db import create_engine
+from eventflow.migrate import upgrade
+from eventflow.servers import LocalPostgres, LocalRedis
+
+
+@dataclass
+class Services:
+    database_url: str
+    redis_url: str
+    postgres: LocalPostgres | None = None
+    redis: LocalRedis | None = None
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    db, rd = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    if db and rd:
+        settings = Settings(database_url=db, redis_url=rd)
+        assert settings.database_url and settings.redis_url
+        upgrade(settings.database_url)
+        yield Services(settings.database_url, settings.redis_url)
+        return
+    folder = Path(tmp_path_factory.mktemp("servers"))
+    os.chmod(folder, 0o755)
+    pg = LocalPostgres(folder)
+    redis = LocalRedis(folder)
+    database_url = pg.start()
+    redis_url = redis.start()
+    try:
+        upgrade(database_url)
+        yield Services(database_url, redis_url, pg, redis)
+    finally:
+        redis.stop()
+        pg.stop()
+
+
+@pytest.fixture
+def settings(services: Services) -> Settings:
+    """Settings with a stream and group of their own for each test."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        database_url=services.database_url,
+        redis_url=services.redis_url,
+        stream_name=f"test:{tag}:events",
+        consumer_group=f"test-{tag}",
+        worker_block_ms=50,
+        claim_idle_ms=200,
+        claim_interval_s=0.2,
+        reconcile_min_age_s=0,
+        retry_initial_s=0.01,
+        retry_max_s=0.2,
+        worker_metrics_port=0,
+        log_format="text",
+    )
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    assert settings.database_url
+    engine = create_engine(settings.database_url, pool_size=4)
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE raw_events, processed_events, failed_events"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    assert settings.redis_url
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.delete(settings.stream_name)
+    await client.aclose()

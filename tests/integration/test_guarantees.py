@@ -1,0 +1,177 @@
+"""Delivery guarantees against real servers: no loss, no duplicate rows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.api import create_app
+from eventflow.config import Settings
+from eventflow.metrics import Metrics
+from eventflow.migrate import render_sql
+from eventflow.reconciler import reconcile_once
+from eventflow.streams import Streams
+from eventflow.worker import Worker
+from tests.integration.helpers import count
+
+
+def custom(n: int) -> dict[str, object]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "custom",
+        "properties": {"name": "guarantee", "n": n},
+    }
+
+
+async def send(client: httpx.AsyncClient, n: int) -> list[str]:
+    ids = []
+    for batch_start in range(0, n, 100):
+        items = [custom(i) for i in range(batch_start, min(n, batch_start + 100))]
+        response = await client.post("/events/batch", json={"events": items})
+        assert response.json()["accepted"] == len(items)
+        ids += [str(i["event_id"]) for i in items]
+    return ids
+
+
+class CrashAfterCommit(RuntimeError):
+    """Stands for a worker dying after COMMIT and before XACK."""
+
+
+async def test_crash_between_commit_and_ack_creates_no_duplicate(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: Settings,
+    make_worker: Callable[..., Worker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await send(client, 250)
+    doomed = make_worker(consumer_name="doomed")
+
+    async def crash(entry_ids: object) -> None:
+        raise CrashAfterCommit
+
+    monkeypatch.setattr(doomed.streams, "ack", crash)
+    with pytest.raises(CrashAfterCommit):
+        await doomed.run(until_empty=True)
+    # The batch committed, but its entries are still pending under the dead name.
+    assert await count(engine, "processed_events") > 0
+    pending = await redis.xpending(settings.stream_name, settings.consumer_group)
+    assert pending["pending"] > 0
+
+    rescuer = make_worker(consumer_name="rescuer")
+    report = await rescuer.run(until_empty=True)
+    assert report.duplicates > 0  # redelivered entries were recognised
+    assert await count(engine, "processed_events") == 250
+    pending = await redis.xpending(settings.stream_name, settings.consumer_group)
+    assert pending["pending"] == 0
+    assert await redis.xlen(settings.stream_name) == 0  # acknowledged = deleted
+
+
+async def test_redis_losing_the_stream_loses_no_event(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: Settings,
+    make_worker: Callable[..., Worker],
+) -> None:
+    ids = await send(client, 300)
+    # Half of them are processed, then Redis forgets everything it held.
+    await make_worker(worker_batch_size=150).handle(
+        await Streams(redis, settings.stream_name, settings.consumer_group).read(
+            "early", 150, 10
+        )
+    )
+    assert await count(engine, "processed_events") == 150
+    await redis.delete(settings.stream_name)
+
+    republished = await reconcile_once(
+        engine,
+        Streams(redis, settings.stream_name, settings.consumer_group),
+        Metrics(),
+        timedelta(0),
+    )
+    assert republished == 150
+    await make_worker().run(until_empty=True)
+    assert await count(engine, "processed_events") == len(ids)
+    assert await count(engine, "raw_events", "status = 'accepted'") == 0
+
+
+async def test_reconciler_leaves_queued_events_alone(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: Settings,
+) -> None:
+    await send(client, 50)
+    streams = Streams(redis, settings.stream_name, settings.consumer_group)
+    # Everything is still in the stream, waiting: nothing to republish.
+    assert await reconcile_once(engine, streams, Metrics(), timedelta(0)) == 0
+    assert await redis.xlen(settings.stream_name) == 50
+
+
+async def test_accepted_while_redis_unreachable_then_republished(
+    settings: Settings,
+    engine: AsyncEngine,
+    make_worker: Callable[..., Worker],
+) -> None:
+    # An API whose Redis is unreachable still stores events and answers 202.
+    offline = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
+    app = create_app(offline, Metrics())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            answers = [await c.post("/events", json=custom(i)) for i in range(5)]
+    assert [a.status_code for a in answers] == [202] * 5
+    assert await count(engine, "raw_events", "status = 'accepted'") == 5
+    # A worker with a working Redis republishes and processes them.
+    await make_worker().run(until_empty=True)
+    assert await count(engine, "processed_events") == 5
+
+
+def test_consumer_names_are_unique_per_process(services: object) -> None:
+    code = (
+        "from eventflow.config import Settings; "
+        "print(Settings().resolved_consumer_name())"
+    )
+    names = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(3)
+    }
+    assert len(names) == 3
+
+
+async def test_two_workers_register_two_consumers(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: Settings,
+    make_worker: Callable[..., Worker],
+) -> None:
+    await send(client, 20)
+    a, b = make_worker(worker_batch_size=5), make_worker(worker_batch_size=5)
+    assert a.consumer != b.consumer
+    await a.handle(await a.streams.read(a.consumer, 5, 10))
+    await b.handle(await b.streams.read(b.consumer, 5, 10))
+    consumers = await redis.xinfo_consumers(
+        settings.stream_name, settings.consumer_group
+    )
+    assert {c["name"].decode() for c in consumers} == {a.consumer, b.consumer}
+
+
+def test_init_db_sql_is_generated_from_the_migrations() -> None:
+    committed = Path(__file__).parents[2] / "scripts" / "init_db.sql"
+    assert committed.read_text() == render_sql(), (
+        "scripts/init_db.sql is stale: run `make sql`"
+    )
