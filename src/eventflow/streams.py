@@ -175,6 +175,19 @@ class Streams:
                 candidates.append(entry_ms(after[0][0]))
         return min(candidates) if candidates else None
 
+    @property
+    def stats_key(self) -> str:
+        return f"{self.stream}:stats"
+
+    async def count_duplicates(self, n: int) -> None:
+        """Deployment-wide duplicate count (for ``/metrics/summary``)."""
+        if n:
+            await self.redis.hincrby(self.stats_key, "duplicates", n)
+
+    async def duplicates(self) -> int:
+        value = await self.redis.hget(self.stats_key, "duplicates")
+        return int(value or 0)
+
     async def delete_consumer(self, consumer: str) -> None:
         with contextlib.suppress(ResponseError):
             await self.redis.xgroup_delconsumer(self.stream, self.group, consumer)

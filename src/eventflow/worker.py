@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -220,6 +221,8 @@ class Worker:
             m.events_failed.labels(f.event_type or "unknown", f.error_type).inc()
         if report.duplicates:
             m.duplicates.labels("worker").inc(report.duplicates)
+            with contextlib.suppress(RedisError, OSError):  # statistics only
+                await self.streams.count_duplicates(report.duplicates)
         m.worker_batch_size.observe(len(entries))
         m.processing_duration.observe(time.perf_counter() - start)
         self.totals.processed += report.processed

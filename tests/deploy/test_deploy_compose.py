@@ -1,4 +1,4 @@
-"""docker-compose.yml: Compose-spec validity, service wiring and environment variables."""
+"""docker-compose.yml: Compose-spec validity, wiring and environment variables."""
 
 from __future__ import annotations
 

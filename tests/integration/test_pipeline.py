@@ -303,3 +303,26 @@ async def test_health_reports_dependencies(client: httpx.AsyncClient) -> None:
     openapi = (await client.get("/openapi.json")).json()
     assert "/events" in openapi["paths"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_summary_is_deployment_wide(
+    client: httpx.AsyncClient,
+    make_worker: Callable[..., Worker],
+) -> None:
+    body = purchase()
+    await client.post("/events", json=body)
+    await client.post("/events", json=body)  # duplicate
+    await client.post("/events", json=purchase())
+    before = (await client.get("/metrics/summary")).json()
+    assert before["received"] == 2
+    assert before["queue_length"] == 2
+    assert before["consumer_lag"] == 2
+    assert before["duplicates"] == 1
+    await make_worker().run(until_empty=True)
+    after = (await client.get("/metrics/summary")).json()
+    assert after["processed"] == 2
+    assert after["failed"] == 0
+    assert after["queue_length"] == 0 and after["pending_messages"] == 0
+    assert after["processing_rate_per_second"] > 0
+    assert after["p95_processing_time_ms"] is not None
+    assert "timestamp" in after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from eventflow.api.deps import Context
@@ -35,6 +37,11 @@ MESSAGES = {
     Outcome.accepted: "Event accepted for processing",
     Outcome.duplicate: "Event already accepted; not processed again",
 }
+
+
+async def _count_duplicates(ctx: Context, n: int) -> None:
+    with contextlib.suppress(RedisError, OSError):  # statistics only
+        await ctx.streams.count_duplicates(n)
 
 
 def _check_backpressure(ctx: Context) -> None:
@@ -76,6 +83,7 @@ async def post_event(body: EventIn, request: Request, ctx: Context) -> Json:
         )
     if result.outcome is Outcome.duplicate:
         ctx.metrics.duplicates.labels("api").inc()
+        await _count_duplicates(ctx, 1)
     log.debug("event %s", result.outcome.value, extra={"event_id": str(event.event_id)})
     return Json(
         {
@@ -150,6 +158,7 @@ async def post_batch(body: BatchIn, request: Request, ctx: Context) -> Json:
     duplicates = sum(r.status == "duplicate" for r in final)
     if duplicates:
         ctx.metrics.duplicates.labels("api").inc(duplicates)
+        await _count_duplicates(ctx, duplicates)
     rejected = len(final) - accepted - duplicates
     if rejected:
         ctx.metrics.events_rejected.labels("invalid_or_conflict").inc(rejected)
