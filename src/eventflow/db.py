@@ -104,5 +104,9 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_pre_ping=False,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "eventflow"}},
+        connect_args={
+            "server_settings": {"application_name": "eventflow"},
+            "timeout": 5,  # connecting
+            "command_timeout": 60,
+        },
     )

@@ -13,11 +13,18 @@ from uuid import UUID
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from eventflow.errors import DependencyUnavailable
 from eventflow.metrics import Metrics
 from eventflow.models import Event
-from eventflow.store import insert_raw_events
+from eventflow.retry import is_transient
+from eventflow.store import InsertOutcome, insert_raw_events
 from eventflow.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -119,10 +126,17 @@ class GroupCommitter:
             for event in events:
                 unique.setdefault(event.event_id, event)
         to_store = list(unique.values())
-        try:
-            outcome = await insert_raw_events(self.engine, to_store)
-        except (OSError, DBAPIError, OperationalError) as exc:
-            raise DependencyUnavailable("postgres", str(exc)[:200]) from exc
+        outcome = await self._insert(to_store)
+        # A retried INSERT whose first attempt did commit finds our own rows: they
+        # carry our receipt time, so they are ours, not duplicates.
+        for event_id, stored in list(outcome.existing.items()):
+            mine = unique[event_id]
+            if (stored.received_at, stored.body_hash) == (
+                mine.received_at,
+                mine.body_hash,
+            ):
+                outcome.inserted.add(event_id)
+                del outcome.existing[event_id]
         self.metrics.ingest_batch_size.observe(len(to_store))
         fresh = [e for e in to_store if e.event_id in outcome.inserted]
         for event in fresh:
@@ -151,6 +165,22 @@ class GroupCommitter:
                 future.set_result(results)
         if fresh:
             await self._publish(fresh)
+
+    async def _insert(self, events: list[Event]) -> InsertOutcome:
+        """The INSERT is idempotent, so a dropped connection is retried briefly
+        (a restarted database leaves dead connections in the pool)."""
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(3),
+                wait=wait_exponential_jitter(multiplier=0.05, max=0.5, jitter=0.05),
+                retry=retry_if_exception(is_transient),
+                reraise=True,
+            ):
+                with attempt:
+                    return await insert_raw_events(self.engine, events)
+        except (OSError, DBAPIError, OperationalError) as exc:
+            raise DependencyUnavailable("postgres", str(exc)[:200]) from exc
+        raise AssertionError("unreachable")
 
     async def _publish(self, events: list[Event]) -> None:
         try:

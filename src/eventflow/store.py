@@ -140,7 +140,7 @@ _INSERT_PROCESSED = text(
         RETURNING event_id
     ),
     resolved AS (
-        DELETE FROM failed_events WHERE event_id = ANY(CAST(:replayed AS uuid[]))
+        DELETE FROM failed_events WHERE event_id = ANY(CAST(:ids AS uuid[]))
         RETURNING event_id
     )
     SELECT event_id FROM ins
@@ -199,7 +199,6 @@ async def write_results(
                 "cids": [e.correlation_id for e in events],
                 "received": [e.received_at for e in events],
                 "attempts": [p.attempts for p in processed],
-                "replayed": [e.event_id for e in events if e.replay],
                 "worker": worker,
             },
         )

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from redis.asyncio import Redis
 
 from eventflow import __version__
-from eventflow.api import events, health, summary
+from eventflow.api import deadletters, events, health, summary
 from eventflow.api.context import ApiContext
 from eventflow.api.middleware import CorrelationMiddleware
 from eventflow.api.responses import Json
@@ -101,4 +101,5 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(summary.router)
+    app.include_router(deadletters.router)
     return app

@@ -1,0 +1,140 @@
+"""Dead-letter management: find, inspect, replay and purge failed events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from pydantic import BaseModel, Field
+
+from eventflow import deadletters as dl
+from eventflow.api.deps import Context
+
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+
+
+def _filter(
+    event_type: str | None = None,
+    error_type: str | None = None,
+    error: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_replayed: bool = False,
+) -> dl.DeadLetterFilter:
+    return dl.DeadLetterFilter(
+        event_type=event_type,
+        error_type=error_type,
+        error=error,
+        since=since,
+        until=until,
+        include_replayed=include_replayed,
+    )
+
+
+class ReplayOne(BaseModel):
+    properties: dict[str, Any] | None = Field(
+        default=None,
+        description="Replace the event's properties (fix what failed) before replay",
+    )
+
+
+class BulkReplay(BaseModel):
+    filter: dl.DeadLetterFilter = Field(default_factory=dl.DeadLetterFilter)
+    dry_run: bool = Field(default=True, description="Only count what would replay")
+    limit: int = Field(default=10_000, ge=1, le=100_000)
+
+
+@router.get("", response_model=dl.DeadLetterPage, summary="List dead letters")
+async def list_dead_letters(
+    ctx: Context,
+    event_type: str | None = None,
+    error_type: Annotated[str | None, Query(description="Exact error class")] = None,
+    error: Annotated[str | None, Query(description="Substring of the error")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_replayed: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    after_id: Annotated[int | None, Query(description="From `next_after_id`")] = None,
+) -> dl.DeadLetterPage:
+    """Oldest first, paged by id."""
+    f = _filter(event_type, error_type, error, since, until, include_replayed)
+    return await dl.list_dead_letters(ctx.engine, f, limit, after_id)
+
+
+@router.get(
+    "/{dead_letter_id}",
+    response_model=dl.DeadLetter,
+    responses={404: {"description": "No such dead letter"}},
+)
+async def show_dead_letter(dead_letter_id: int, ctx: Context) -> dl.DeadLetter:
+    """One dead letter with its payload."""
+    found = await dl.get_dead_letter(ctx.engine, dead_letter_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "dead letter not found")
+    return found
+
+
+@router.post(
+    "/{dead_letter_id}/replay",
+    response_model=dl.ReplayResult,
+    responses={404: {"description": "No such dead letter"}, 422: {}},
+)
+async def replay_one(
+    dead_letter_id: int,
+    ctx: Context,
+    body: Annotated[ReplayOne | None, Body()] = None,
+) -> dl.ReplayResult:
+    """Send the event through normal processing again (optionally with fixed
+    properties). It still ends as exactly one row."""
+    if await dl.get_dead_letter(ctx.engine, dead_letter_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "dead letter not found")
+    result = await dl.replay(
+        ctx.engine,
+        ctx.streams,
+        ids=[dead_letter_id],
+        properties=body.properties if body else None,
+    )
+    if result.skipped:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, result.skipped[0]["reason"]
+        )
+    return result
+
+
+@router.post("/replay", response_model=dl.ReplayResult, summary="Replay by filter")
+async def replay_many(body: BulkReplay, ctx: Context) -> dl.ReplayResult:
+    """Replay every dead letter matching the filter. ``dry_run`` (the default)
+    only reports how many would be replayed."""
+    return await dl.replay(
+        ctx.engine, ctx.streams, f=body.filter, dry_run=body.dry_run, limit=body.limit
+    )
+
+
+@router.delete("/{dead_letter_id}", status_code=204, responses={404: {}})
+async def purge_one(dead_letter_id: int, ctx: Context) -> None:
+    """Delete one dead letter for good (the raw event stays in the audit trail)."""
+    if not await dl.purge(ctx.engine, ids=[dead_letter_id]):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "dead letter not found")
+
+
+class PurgeResult(BaseModel):
+    purged: int
+    dry_run: bool
+
+
+@router.delete("", response_model=PurgeResult, summary="Purge by filter")
+async def purge_many(
+    ctx: Context,
+    event_type: str | None = None,
+    error_type: str | None = None,
+    error: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dry_run: bool = True,
+) -> PurgeResult:
+    """Delete the matching dead letters; ``dry_run`` (the default) only counts."""
+    f = _filter(event_type, error_type, error, since, until, include_replayed=True)
+    return PurgeResult(
+        purged=await dl.purge(ctx.engine, f, dry_run=dry_run), dry_run=dry_run
+    )
