@@ -40,11 +40,60 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--workers", type=int, default=1)
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
+    _tool_parsers(sub)
     return parser
+
+
+def _tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    produce = sub.add_parser("produce", help="send realistic events to the API")
+    produce.add_argument("--count", type=int, required=True, help="events to send")
+    produce.add_argument("--rate", type=float, default=0.0, help="events/s (0: max)")
+    produce.add_argument(
+        "--type",
+        dest="kind",
+        choices=["purchase", "user_signup", "page_view", "custom"],
+        help="only this event type (default: a random mix)",
+    )
+    produce.add_argument("--batch", type=int, default=1, help="events per request")
+    produce.add_argument("--concurrency", type=int, default=8)
+    produce.add_argument("--retries", type=int, default=3, help="for 429/5xx/errors")
+    produce.add_argument("--json", dest="as_json", action="store_true")
+    produce.add_argument("--no-progress", dest="progress", action="store_false")
+
+    load = sub.add_parser("load-test", help="open-loop load test, end to end")
+    load.add_argument("--events", type=int, required=True)
+    load.add_argument(
+        "--rate", type=float, required=True, help="events/s (0: closed loop)"
+    )
+    load.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    load.add_argument("--batch", type=int, default=1, help="events per request")
+    load.add_argument("--json", dest="as_json", action="store_true")
+    load.add_argument(
+        "--database-url",
+        default=None,
+        help="follow events in PostgreSQL (default: DATABASE_URL; '' = via the API)",
+    )
+    load.add_argument(
+        "--timeout", type=float, default=30.0, help="end-to-end wait in seconds"
+    )
+    load.add_argument("--no-follow", dest="follow", action="store_false")
+
+    monitor = sub.add_parser("monitor", help="live view of /metrics/summary")
+    monitor.add_argument("--interval", type=float, default=1.0, help="seconds")
+    monitor.add_argument("--once", action="store_true", help="one snapshot and exit")
+    monitor.add_argument("--json", dest="as_json", action="store_true")
+    for tool in (produce, load, monitor):
+        tool.add_argument(
+            "--url", default="http://localhost:8000", help="EventFlow API base URL"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("produce", "load-test", "monitor"):
+        from eventflow.tools import run_tool
+
+        return run_tool(args.command, vars(args))
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format, f"eventflow-{args.command}")
     if args.command == "api":

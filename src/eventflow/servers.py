@@ -43,6 +43,8 @@ def free_port(preferred: int = 0) -> int:
     """``preferred`` when it is free, else any free port."""
     for candidate in (preferred, 0) if preferred else (0,):
         with socket.socket() as s:
+            # Like the servers themselves: a port in TIME_WAIT is free to listen on.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", candidate))
             except OSError:

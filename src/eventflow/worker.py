@@ -105,12 +105,17 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if not is_transient(exc):
+                if is_transient(exc):
+                    log.warning(
+                        "dependency unavailable; pausing",
+                        extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+                    )
+                elif until_empty:
                     raise
-                log.warning(
-                    "dependency unavailable; pausing",
-                    extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
-                )
+                else:
+                    # Unexpected: the batch stays pending and comes back through
+                    # reclaim; an entry that keeps failing becomes a dead letter.
+                    log.exception("batch failed; it will be retried")
                 await self._pause(min(s.retry_max_s, 1.0))
         await self._leave()
         return self.totals
@@ -293,8 +298,8 @@ class Worker:
         row = FailedRow(
             event_id=event_id,
             event_type=event.event_type if event else None,
-            payload=raw.decode("utf-8", errors="replace"),
-            error=error or str(exc),
+            payload=_storable(raw.decode("utf-8", errors="backslashreplace")),
+            error=_storable(error or str(exc)),
             error_type=error_type or (type(exc).__name__ if exc else "Error"),
             attempts=entry.deliveries,
             correlation_id=event.correlation_id if event else None,
@@ -370,3 +375,8 @@ class Worker:
             with attempt:
                 return await fn()
         raise AssertionError("unreachable")
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text cannot hold NUL characters; keep them visible, escaped."""
+    return value.replace("\x00", "\\x00")

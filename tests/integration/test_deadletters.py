@@ -129,7 +129,7 @@ async def test_undecodable_entries_are_dead_lettered_not_fatal(
     settings: Settings,
     make_worker: Callable[..., Worker],
 ) -> None:
-    await redis.xadd(settings.stream_name, {"e": b"\xff not json"})
+    await redis.xadd(settings.stream_name, {"e": b"\xff\x00 not json"})
     await redis.xadd(settings.stream_name, {"unrelated": "field"})
     good = page_view()
     assert (await client.post("/events", json=good)).status_code == 202
