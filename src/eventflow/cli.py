@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     _tool_parsers(sub)
+    from eventflow import dlqcli
+
+    dlqcli.add_parser(sub)
     return parser
 
 
@@ -99,10 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "api":
         from eventflow.runner import serve_api
 
-        serve_api(
+        return serve_api(
             settings, args.host or settings.api_host, args.port or settings.api_port
         )
-        return 0
     if args.command == "worker":
         import uvloop
 
@@ -115,23 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sql:
             sys.stdout.write(render_sql())
             return 0
-        database_url, _ = (
-            settings.require_urls()
-            if settings.redis_url
-            else (
-                settings.database_url or "",
-                "",
-            )
-        )
-        if not database_url:
+        if not settings.database_url:
             print("DATABASE_URL is not set", file=sys.stderr)
             return 2
-        upgrade(database_url)
+        upgrade(settings.database_url)
         return 0
     if args.command == "dev":
         from eventflow.runner import run_dev
 
         return run_dev(settings, args.workers, args.host, args.port)
+    if args.command == "dlq":
+        from eventflow import dlqcli
+
+        return dlqcli.run(args, settings)
     raise AssertionError(args.command)
 
 

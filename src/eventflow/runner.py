@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
@@ -25,12 +26,20 @@ from eventflow.worker import Worker
 log = logging.getLogger(__name__)
 
 
-def serve_api(settings: Settings, host: str, port: int) -> None:
+def serve_api(settings: Settings, host: str, port: int) -> int:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight requests,
+    flush the pending group commit and exit 0."""
     import uvicorn
 
     from eventflow.api import create_app
 
-    uvicorn.run(
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # A clean shutdown exits 0 instead of re-raising the signal.
+            self._captured_signals.clear()
+
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -40,6 +49,9 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
         http="httptools",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
+    server = Server(config)
+    server.run()
+    return 0 if server.started else 1
 
 
 def _serve_metrics(metrics: Metrics, port: int) -> int | None:

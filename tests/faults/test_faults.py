@@ -256,3 +256,22 @@ async def test_poison_and_undecodable_entries(
     ]
     log.failed.add(stored_undecodable[0]["event_id"])
     await assert_exactly_once(engine, log)
+
+
+async def test_api_sigterm_flushes_and_exits_cleanly(
+    stack: Stack, engine: AsyncEngine
+) -> None:
+    await stack.start_api()
+    stack.start_worker()
+    log = SendLog()
+    sending = asyncio.create_task(
+        send_events(stack.url, 3000, log, concurrency=8, pause=0.001)
+    )
+    await asyncio.sleep(1.0)
+    assert stack.api is not None
+    stack.api.send_signal(signal.SIGTERM)
+    assert stack.api.wait(20) == 0
+    await sending
+    assert log.accepted and log.failed  # it stopped accepting part-way
+    await wait_settled(engine, log.accepted, limit_s=60)
+    await assert_exactly_once(engine, log)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -203,3 +206,72 @@ async def test_backpressure_answers_429_with_retry_after(
             batch = await c.post("/events/batch", json={"events": [page_view()]})
             assert batch.status_code == 429
     assert await count(engine, "raw_events") == 6
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": str(settings.database_url),
+        "REDIS_URL": str(settings.redis_url),
+        "EVENTFLOW_STREAM_NAME": settings.stream_name,
+        "EVENTFLOW_CONSUMER_GROUP": settings.consumer_group,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "eventflow", "dlq", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_dlq_command_line(
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: Settings,
+    make_worker: Callable[..., Worker],
+) -> None:
+    event_id = str(uuid.uuid4())
+    message = orjson.dumps(
+        {
+            "id": event_id,
+            "type": "custom",
+            "user": None,
+            "ts": "2026-01-01T00:00:00Z",
+            "props": {"name": "bad name with spaces"},
+            "recv": "2026-01-01T00:00:00Z",
+            "cid": "cli",
+        }
+    )
+    await redis.xadd(settings.stream_name, {"e": message})
+    await redis.xadd(settings.stream_name, {"e": b"junk"})
+    await make_worker().run(until_empty=True)
+
+    listed = _cli(settings, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    page = orjson.loads(listed.stdout)
+    assert page["total"] == 2
+    invalid = next(i for i in page["items"] if i["error_type"] == "InvalidEvent")
+    shown = _cli(settings, "show", str(invalid["id"]))
+    assert orjson.loads(shown.stdout)["payload"]["id"] == event_id
+    table = _cli(settings, "list", "--type", "custom")
+    assert "InvalidEvent" in table.stdout
+
+    dry = _cli(settings, "replay", "--all", "--dry-run")
+    assert "would replay 1 of 2" in dry.stdout
+    assert "not an EventFlow event" in dry.stdout
+    assert _cli(settings, "replay").returncode == 2  # says what to give
+    done = _cli(settings, "replay", str(invalid["id"]))
+    assert "replayed 1 of 1" in done.stdout
+    assert await count(engine, "failed_events", "replayed_at IS NOT NULL") == 1
+
+    assert "would purge 2" in _cli(settings, "purge", "--all", "--dry-run").stdout
+    # --error-type is exact: a partial name matches nothing.
+    assert "purged 0" in _cli(settings, "purge", "--error-type", "Undecodable").stdout
+    assert (
+        await count(engine, "failed_events", "error_type = 'UndecodableMessage'") == 1
+    )
+    assert (
+        "purged 1"
+        in _cli(settings, "purge", "--error-type", "UndecodableMessage").stdout
+    )

@@ -175,3 +175,24 @@ def test_init_db_sql_is_generated_from_the_migrations() -> None:
     assert committed.read_text() == render_sql(), (
         "scripts/init_db.sql is stale: run `make sql`"
     )
+
+
+async def test_dead_consumers_are_removed_from_the_group(
+    client: httpx.AsyncClient,
+    redis: Redis,
+    settings: Settings,
+    make_worker: Callable[..., Worker],
+) -> None:
+    await send(client, 10)
+    worker = make_worker()
+    await worker.streams.ensure_group()
+    # A consumer that died holding entries, and one that died holding none.
+    await worker.streams.read("dead-busy", 5, 10)
+    await redis.xgroup_createconsumer(
+        settings.stream_name, settings.consumer_group, "dead-idle"
+    )
+    removed = await worker.streams.remove_idle_consumers(0, keep=worker.consumer)
+    assert removed == ["dead-idle"]  # never drop a consumer that holds entries
+    await worker.run(until_empty=True)  # reclaims from dead-busy
+    removed = await worker.streams.remove_idle_consumers(0, keep=worker.consumer)
+    assert "dead-busy" in removed
