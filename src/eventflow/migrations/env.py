@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -41,7 +42,18 @@ async def run_online() -> None:
     await engine.dispose()
 
 
+def _in_fresh_loop() -> None:
+    """Run the async migration even when the caller is inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(run_online())
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run_online()).result()
+
+
 if context.is_offline_mode():
     run_offline()
 else:
-    asyncio.run(run_online())
+    _in_fresh_loop()
