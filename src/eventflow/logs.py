@@ -6,7 +6,7 @@ import logging
 import sys
 from contextvars import ContextVar
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
@@ -28,7 +28,7 @@ def configure(
     handler.addFilter(CorrelationFilter())
     if fmt == "json":
         handler.setFormatter(
-            JsonFormatter(
+            OrjsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s %(correlation_id)s",
                 rename_fields={
                     "asctime": "time",

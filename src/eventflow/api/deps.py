@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from eventflow.api.context import ApiContext
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
