@@ -142,7 +142,8 @@ def validate_event(
     if errors:
         raise InvalidEvent(errors)
     normalized = props.model_dump(mode="json", exclude_none=True)
-    return Event(
+    # Every value is validated above: construct without validating again.
+    return Event.model_construct(
         event_id=data.event_id or uuid4(),
         event_type=spec.name,
         user_id=data.user_id,
@@ -151,6 +152,7 @@ def validate_event(
         received_at=received_at,
         correlation_id=correlation_id,
         body_hash=body_hash(spec.name, data.user_id, ts, normalized),
+        replay=False,
     )
 
 

@@ -326,3 +326,17 @@ async def test_summary_is_deployment_wide(
     assert after["processing_rate_per_second"] > 0
     assert after["p95_processing_time_ms"] is not None
     assert "timestamp" in after
+
+
+async def test_malformed_batch_bodies_are_422(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    for content in (b"{nope", b"[]", b'{"events": []}', b'{"events": 1}', b'{"x": 1}'):
+        response = await client.post(
+            "/events/batch",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 422, content
+        assert response.json()["detail"][0]["loc"][0] == "body"
+    assert await count(engine, "raw_events") == 0

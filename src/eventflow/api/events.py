@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import ValidationError
 from redis.exceptions import RedisError
@@ -20,7 +21,6 @@ from eventflow.errors import InvalidEvent, Overloaded
 from eventflow.ingest import Outcome
 from eventflow.models import (
     BatchIn,
-    BatchItemResult,
     BatchResult,
     Event,
     EventAccepted,
@@ -102,26 +102,33 @@ async def post_event(body: EventIn, request: Request, ctx: Context) -> Json:
     summary="Accept up to 1,000 events",
     responses={
         413: {"description": "More events than EVENTFLOW_MAX_BATCH_REQUEST"},
+        422: {"description": 'The body is not {"events": [...]}'},
         503: {"description": "PostgreSQL unavailable; nothing was stored"},
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BatchIn.model_json_schema()}},
+        }
+    },
 )
-async def post_batch(body: BatchIn, request: Request, ctx: Context) -> Json:
+async def post_batch(request: Request, ctx: Context) -> Json:
     """Each item is judged alone: valid items are accepted even when others are not.
-    The answer is ``207``-like in content but always ``200`` when the request itself
-    was well formed; read ``results[i].status``."""
+    The answer is ``200`` when the request itself was well formed; read
+    ``results[i].status`` (accepted, duplicate, conflict or invalid)."""
+    items = _batch_items(await request.body())
     limit = ctx.settings.max_batch_request
-    if len(body.events) > limit:
+    if len(items) > limit:
         raise HTTPException(
-            413,
-            f"events: at most {limit} events per batch, got {len(body.events)}",
+            413, f"events: at most {limit} events per batch, got {len(items)}"
         )
     _check_backpressure(ctx)
     now = datetime.now(UTC)
     skew = timedelta(seconds=ctx.settings.max_future_skew_s)
     cid: str = request.state.correlation_id
-    results: list[BatchItemResult | None] = [None] * len(body.events)
+    results: list[dict[str, Any]] = [{} for _ in items]
     valid: list[tuple[int, Event]] = []
-    for index, item in enumerate(body.events):
+    for index, item in enumerate(items):
         prefix: tuple[str | int, ...] = ("body", "events", index)
         try:
             parsed = EventIn.model_validate(item)
@@ -137,39 +144,69 @@ async def post_batch(body: BatchIn, request: Request, ctx: Context) -> Json:
                 {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
                 for e in exc.errors(include_url=False)
             ]
-            results[index] = BatchItemResult(
-                index=index, status="invalid", errors=errors
-            )
+            results[index] = {"index": index, "status": "invalid", "errors": errors}
             continue
         except InvalidEvent as exc:
-            results[index] = BatchItemResult(
-                index=index, status="invalid", errors=exc.errors
-            )
+            results[index] = {"index": index, "status": "invalid", "errors": exc.errors}
             continue
         valid.append((index, event))
     if valid:
         outcomes = await ctx.committer.submit([e for _, e in valid])
         for (index, event), outcome in zip(valid, outcomes, strict=True):
-            results[index] = BatchItemResult(
-                index=index, status=outcome.outcome.value, event_id=event.event_id
-            )
-    final = [r for r in results if r is not None]
-    accepted = sum(r.status == "accepted" for r in final)
-    duplicates = sum(r.status == "duplicate" for r in final)
+            results[index] = {
+                "index": index,
+                "status": outcome.outcome.value,
+                "event_id": str(event.event_id),
+            }
+    accepted = sum(r["status"] == "accepted" for r in results)
+    duplicates = sum(r["status"] == "duplicate" for r in results)
     if duplicates:
         ctx.metrics.duplicates.labels("api").inc(duplicates)
         await _count_duplicates(ctx, duplicates)
-    rejected = len(final) - accepted - duplicates
+    rejected = len(results) - accepted - duplicates
     if rejected:
         ctx.metrics.events_rejected.labels("invalid_or_conflict").inc(rejected)
-    out = BatchResult(
-        accepted=accepted,
-        duplicates=duplicates,
-        rejected=rejected,
-        received_at=now,
-        results=final,
+    return Json(
+        {
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": rejected,
+            "received_at": now.isoformat(),
+            "results": results,
+        }
     )
-    return Json(out.model_dump(mode="json", exclude_none=True))
+
+
+def _batch_items(body: bytes) -> list[Any]:
+    """The ``events`` list of a batch body, or a 422 saying what is wrong."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(
+            [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
+        ) from exc
+    if not isinstance(data, dict) or set(data) != {"events"}:
+        raise InvalidEvent(
+            [
+                {
+                    "loc": ["body", "events"],
+                    "msg": 'expected an object with one field, "events"',
+                    "type": "missing",
+                }
+            ]
+        )
+    events = data["events"]
+    if not isinstance(events, list) or not events:
+        raise InvalidEvent(
+            [
+                {
+                    "loc": ["body", "events"],
+                    "msg": "events must be a non-empty list",
+                    "type": "list_type",
+                }
+            ]
+        )
+    return events
 
 
 @router.get(
