@@ -17,7 +17,7 @@ from eventflow.tools.report import EndToEndReport, latency_stats
 
 CHUNK = 5000
 POLL_S = 0.2
-API_CONCURRENCY = 16
+API_CONCURRENCY = 8
 
 _IDS = bindparam("ids", type_=ARRAY(UUID(as_uuid=False)))
 _PROCESSED = text(

@@ -15,9 +15,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
 import uvloop
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from eventflow.tools.events import EventGenerator
 from eventflow.tools.follow import follow_api, follow_database
@@ -31,9 +31,9 @@ from eventflow.tools.report import (
 )
 from eventflow.tools.sending import (
     Answer,
+    Clients,
     ErrorLog,
     Outcome,
-    make_client,
     quiet_http_logs,
     send,
 )
@@ -70,25 +70,27 @@ class _Sent:
 
 
 async def _drive(
-    client: httpx.AsyncClient, opts: LoadTestOptions
+    clients: Clients, opts: LoadTestOptions
 ) -> tuple[list[_Sent], int, float]:
     """Send every body on the timetable; returns the records, how many sends found
     every slot busy, and the perf_counter start."""
     bodies = EventGenerator().bodies(opts.events, opts.batch)
     interval = opts.batch / opts.rate if opts.rate else 0.0
-    slots = asyncio.Semaphore(opts.concurrency)
+    slots: asyncio.LifoQueue[int] = asyncio.LifoQueue()  # warm connections first
+    for slot in reversed(range(opts.concurrency)):
+        slots.put_nowait(slot)
     records: list[_Sent] = []
     tasks: set[asyncio.Task[None]] = set()
     waits = 0
     batched = opts.batch > 1
 
-    async def one(ids: list[str], body: bytes, due: float) -> None:
+    async def one(slot: int, ids: list[str], body: bytes, due: float) -> None:
         try:
             wall, started = time.time(), time.perf_counter()
-            answer = await send(client, body, len(ids), batched)
+            answer = await send(clients.for_slot(slot), body, len(ids), batched)
             finished = time.perf_counter()
         finally:
-            slots.release()
+            slots.put_nowait(slot)
         records.append(_Sent(ids, started - due, wall, started, finished, answer))
 
     start = time.perf_counter()
@@ -96,10 +98,10 @@ async def _drive(
         due = start + index * interval
         delay = due - time.perf_counter()
         await asyncio.sleep(max(delay, 0))  # also lets started requests run
-        if slots.locked():
+        if slots.empty():
             waits += 1
-        await slots.acquire()
-        task = asyncio.create_task(one(ids, body, due if interval else start))
+        slot = await slots.get()
+        task = asyncio.create_task(one(slot, ids, body, due if interval else start))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -179,17 +181,26 @@ async def load_test(opts: LoadTestOptions) -> LoadTestReport:
         if opts.database_url is None
         else opts.database_url
     )
-    async with make_client(opts.url, opts.concurrency, opts.request_timeout) as client:
-        records, waits, start = await _drive(client, opts)
+    async with Clients(opts.url, opts.concurrency, opts.request_timeout) as clients:
+        records, waits, start = await _drive(clients, opts)
         records.sort(key=lambda r: r.started)
         ingest = _ingest(records, start)
         taken = _taken(records)
         end_to_end: EndToEndReport | None = None
         if opts.follow and taken:
             if database_url:
-                end_to_end = await follow_database(database_url, taken, opts.timeout)
-            else:
-                end_to_end = await follow_api(client, taken, opts.timeout)
+                try:
+                    end_to_end = await follow_database(
+                        database_url, taken, opts.timeout
+                    )
+                except (OSError, SQLAlchemyError) as exc:
+                    print(
+                        f"cannot follow events in PostgreSQL ({exc.__class__.__name__}"
+                        f": {exc}); following them through the API instead",
+                        file=sys.stderr,
+                    )
+            if end_to_end is None:
+                end_to_end = await follow_api(clients.for_slot(0), taken, opts.timeout)
     ok = not (ingest.failures or ingest.rejected) and (
         end_to_end is None
         or not (end_to_end.lost or end_to_end.dead_lettered or end_to_end.duplicated)

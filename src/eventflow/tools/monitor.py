@@ -98,8 +98,9 @@ def rows(previous: Sample | None, current: Sample) -> list[tuple[str, str]]:
 
 
 def table(url: str, previous: Sample | None, current: Sample, note: str) -> Table:
-    title = f"EventFlow {url}  ·  {current.summary.get('timestamp', '')}"
-    view = Table(title=title, caption=note or None, show_header=False)
+    at = str(current.summary.get("timestamp", ""))[11:19]
+    caption = f"{at} UTC · {note}" if at else note
+    view = Table(title=f"EventFlow {url}", caption=caption, show_header=False)
     view.add_column("metric", style="bold")
     view.add_column("value", justify="right")
     for name, value in rows(previous, current):

@@ -22,10 +22,10 @@ from rich.progress import (
 from eventflow.tools.events import EventGenerator, EventKind
 from eventflow.tools.sending import (
     Answer,
+    Clients,
     ErrorLog,
     Outcome,
     describe_exception,
-    make_client,
     quiet_http_logs,
     send,
 )
@@ -100,13 +100,14 @@ async def produce(opts: ProduceOptions, progress: Progress | None) -> ProduceRep
     tally = _Tally()
     task = progress.add_task("sending", total=opts.count) if progress else None
     jobs = iter(enumerate(bodies))
-    async with make_client(opts.url, opts.concurrency) as client:
-        problem = await _check_reachable(client)
+    async with Clients(opts.url, opts.concurrency) as clients:
+        problem = await _check_reachable(clients.for_slot(0))
         if problem:
             raise ConnectionError(f"cannot reach {opts.url}: {problem}")
         start = time.perf_counter()
 
-        async def sender() -> None:
+        async def sender(slot: int) -> None:
+            client = clients.for_slot(slot)
             for index, (ids, body) in jobs:  # shared iterator: each body once
                 delay = start + index * interval - time.perf_counter()
                 if delay > 0:
@@ -115,7 +116,7 @@ async def produce(opts: ProduceOptions, progress: Progress | None) -> ProduceRep
                 if progress and task is not None:
                     progress.advance(task, len(ids))
 
-        await asyncio.gather(*(sender() for _ in range(opts.concurrency)))
+        await asyncio.gather(*(sender(slot) for slot in range(opts.concurrency)))
         elapsed = time.perf_counter() - start
     n = tally.outcomes
     return ProduceReport(

@@ -104,15 +104,26 @@ def _latency_line(label: str, stats: LatencyStats | None) -> str:
 
 def render(report: LoadTestReport) -> str:
     s, i, e = report.schedule, report.ingest, report.end_to_end
-    wanted = f"{s.requested_rate:g}/s" if s.requested_rate else "unlimited"
     lines = [
         f"Load test against {report.url}: {i.events} events in {i.requests} requests "
         f"(batch {report.batch}, concurrency {report.concurrency})",
         "Schedule",
-        f"  rate         requested {wanted}, achieved {s.achieved_send_rate:.1f}/s"
-        + ("  (FELL BEHIND)" if s.fell_behind else ""),
-        f"  behind       max {s.max_behind_ms:.1f} ms, p99 {s.p99_behind_ms:.1f} ms, "
-        f"{s.late_sends} late sends, {s.concurrency_waits} waits for a free slot",
+    ]
+    if s.requested_rate is None:
+        lines.append(
+            f"  rate         unlimited (closed loop), achieved "
+            f"{s.achieved_send_rate:.1f}/s"
+        )
+    else:
+        lines += [
+            f"  rate         requested {s.requested_rate:g}/s, achieved "
+            f"{s.achieved_send_rate:.1f}/s"
+            + ("  (FELL BEHIND)" if s.fell_behind else ""),
+            f"  behind       max {s.max_behind_ms:.1f} ms, p99 {s.p99_behind_ms:.1f} "
+            f"ms, {s.late_sends} late sends, {s.concurrency_waits} waits for a "
+            "free slot",
+        ]
+    lines += [
         "Ingest",
         f"  answers      accepted {i.accepted}, duplicates {i.duplicates}, "
         f"rejected {i.rejected}, failures {i.failures} "
@@ -136,5 +147,8 @@ def render(report: LoadTestReport) -> str:
             f"  throughput   {rate} (waited {e.waited_s:.2f} s after the last send)",
             _latency_line("latency", e.latency),
         ]
-    lines.append("Result: " + ("OK" if report.ok else "PROBLEMS (see above)"))
+    result = "OK" if report.ok else "PROBLEMS (see above)"
+    if s.fell_behind:
+        result += "; the requested rate was not reached"
+    lines.append(f"Result: {result}")
     return "\n".join(lines)
