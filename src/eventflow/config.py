@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     # Worker.
     worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     worker_block_ms: int = Field(default=1000, ge=1)
+    worker_pipeline_depth: int = Field(default=2, ge=1, le=8)
     claim_idle_ms: int = Field(default=15_000, ge=100)
     claim_interval_s: float = Field(default=2.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)

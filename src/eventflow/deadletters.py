@@ -8,6 +8,7 @@ transaction that writes ``processed_events``: the event still ends as one row.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -141,7 +142,7 @@ def _event_of(payload: str, properties: dict[str, Any] | None) -> Event:
     update_: dict[str, Any] = {"replay": True}
     if properties is not None:
         update_["properties"] = properties
-    return event.model_copy(update=update_)
+    return dataclasses.replace(event, **update_)
 
 
 async def replay(

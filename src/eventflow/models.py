@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -46,8 +47,13 @@ class EventIn(BaseModel):
     properties: dict[str, Any] = Field(default_factory=dict)
 
 
-class Event(BaseModel):
-    """A validated event, as stored in ``raw_events`` and carried in the stream."""
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event, as stored in ``raw_events`` and carried in the stream.
+
+    Built only from validated input (``validate_event``, ``decode_message``), so it
+    is a plain dataclass: it is created once per event on the hot path.
+    """
 
     event_id: UUID
     event_type: str
@@ -143,7 +149,7 @@ def validate_event(
         raise InvalidEvent(errors)
     normalized = props.model_dump(mode="json", exclude_none=True)
     # Every value is validated above: construct without validating again.
-    return Event.model_construct(
+    return Event(
         event_id=data.event_id or uuid4(),
         event_type=spec.name,
         user_id=data.user_id,
@@ -156,22 +162,44 @@ def validate_event(
     )
 
 
+def _aware(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError("timestamps must be ISO 8601 strings")
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _optional_str(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError("expected a string")
+
+
 def decode_message(raw: bytes) -> Event:
-    """Decode a stream entry written by EventFlow; anything else is undecodable."""
+    """Decode a stream entry written by EventFlow; anything else is undecodable.
+
+    Checks every field's type by hand (this runs once per event in the worker's
+    hot loop); the event's own rules are checked afterwards by its event type.
+    """
     try:
         d = orjson.loads(raw)
+        if not isinstance(d, dict):
+            raise TypeError("the message is not an object")
+        event_type, props = d["type"], d["props"]
+        if not isinstance(event_type, str) or not isinstance(props, dict):
+            raise TypeError("type must be a string and props an object")
         return Event(
-            event_id=d["id"],
-            event_type=d["type"],
-            user_id=d.get("user"),
-            timestamp=d["ts"],
-            properties=d["props"],
-            received_at=d["recv"],
-            correlation_id=d.get("cid") or "",
-            body_hash=d.get("hash") or "",
-            replay=bool(d.get("replay", False)),
+            event_id=UUID(d["id"]),
+            event_type=event_type,
+            user_id=_optional_str(d.get("user")),
+            timestamp=_aware(d["ts"]),
+            properties=props,
+            received_at=_aware(d["recv"]),
+            correlation_id=_optional_str(d.get("cid")) or "",
+            body_hash=_optional_str(d.get("hash")) or "",
+            replay=d.get("replay") is True,
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise UndecodableMessage(f"undecodable stream entry: {exc}") from exc
 
 

@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,9 @@ class Worker:
                 "group": s.consumer_group,
             },
         )
+        # Up to ``worker_pipeline_depth`` batches are in flight: the next batch is
+        # read and prepared while the previous one commits.
+        inflight: set[asyncio.Task[BatchReport]] = set()
         while not self._stopping.is_set():
             try:
                 await self._maintenance(force=until_empty)
@@ -99,10 +103,16 @@ class Worker:
                     self.consumer, s.worker_batch_size, block
                 )
                 if entries:
-                    await self.handle(entries)
+                    inflight.add(asyncio.create_task(self.handle(entries)))
+                    if len(inflight) >= s.worker_pipeline_depth:
+                        await self._settle(inflight, asyncio.FIRST_COMPLETED)
+                elif inflight:
+                    await self._settle(inflight, asyncio.ALL_COMPLETED)
                 elif until_empty and await self._idle():
                     break
             except asyncio.CancelledError:
+                for task in inflight:
+                    task.cancel()
                 raise
             except Exception as exc:
                 if is_transient(exc):
@@ -111,14 +121,31 @@ class Worker:
                         extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
                     )
                 elif until_empty:
+                    await asyncio.gather(*inflight, return_exceptions=True)
                     raise
                 else:
                     # Unexpected: the batch stays pending and comes back through
                     # reclaim; an entry that keeps failing becomes a dead letter.
                     log.exception("batch failed; it will be retried")
                 await self._pause(min(s.retry_max_s, 1.0))
+        # Stopping: finish (commit and acknowledge) what is in flight.
+        results = await asyncio.gather(*inflight, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("in-flight batch failed at shutdown", exc_info=result)
         await self._leave()
         return self.totals
+
+    async def _settle(
+        self, inflight: set[asyncio.Task[BatchReport]], when: str
+    ) -> None:
+        """Wait for in-flight batches, drop the finished ones from ``inflight`` and
+        re-raise the first failure among them."""
+        done, _ = await asyncio.wait(inflight, return_when=when)
+        inflight.difference_update(done)
+        errors = [t.exception() for t in done if t.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
 
     async def _idle(self) -> bool:
         """In ``until_empty`` mode: is there really nothing left for us?"""
@@ -212,15 +239,18 @@ class Worker:
         )
         commit_time = datetime.now(UTC)
         m = self.metrics
+        by_type: Counter[str] = Counter()
         for row in processed:
             if row.event.event_id in inserted:
-                report.processed += 1
-                m.events_processed.labels(row.event.event_type).inc()
+                by_type[row.event.event_type] += 1
                 m.end_to_end_latency.observe(
                     (commit_time - row.event.received_at).total_seconds()
                 )
             else:
                 report.duplicates += 1
+        report.processed = sum(by_type.values())
+        for event_type, n in by_type.items():
+            m.events_processed.labels(event_type).inc(n)
         for f in failed:
             report.failed += 1
             m.events_failed.labels(f.event_type or "unknown", f.error_type).inc()

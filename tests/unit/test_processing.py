@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -20,7 +21,7 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 def event(event_type: str, props: dict[str, object], user: str | None = "u") -> Event:
     return Event(
-        event_id="00000000-0000-4000-8000-000000000001",
+        event_id=UUID("00000000-0000-4000-8000-000000000001"),
         event_type=event_type,
         user_id=user,
         timestamp=NOW,
