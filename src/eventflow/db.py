@@ -105,7 +105,8 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={
-            "server_settings": {"application_name": "eventflow"},
+            # Naive timestamps in messages are UTC, as the API treats them.
+            "server_settings": {"application_name": "eventflow", "timezone": "UTC"},
             "timeout": 5,  # connecting
             "command_timeout": 60,
         },

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +33,7 @@ class EnrichContext:
     """What an enrichment may read besides the event itself."""
 
     user_id: str | None
-    timestamp_iso: str
+    timestamp: datetime
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def enrich_page_view(props: Properties, ctx: EnrichContext) -> JSON:
     session = props.session_id
     if session is None:
         # Without a client session, group a user's views per day.
-        basis = f"{ctx.user_id or 'anonymous'}:{ctx.timestamp_iso[:10]}"
+        basis = f"{ctx.user_id or 'anonymous'}:{ctx.timestamp.date().isoformat()}"
         session = hashlib.sha1(basis.encode()).hexdigest()[:16]
     referrer_host = urlsplit(props.referrer).hostname if props.referrer else None
     return {

@@ -47,7 +47,7 @@ class EventIn(BaseModel):
     properties: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A validated event, as stored in ``raw_events`` and carried in the stream.
 

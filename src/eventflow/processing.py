@@ -12,9 +12,14 @@ from eventflow.eventtypes import EVENT_TYPES, EnrichContext
 from eventflow.models import Event
 
 
-def enrich(event: Event, worker: str, now: datetime) -> dict[str, Any]:
+def enrich(event: Event, now: datetime) -> dict[str, Any]:
     """Validate ``event`` again (stream entries may come from anywhere) and return
-    its enrichment. Raises ``InvalidEvent`` for events that can never be stored."""
+    its enrichment. Raises ``InvalidEvent`` for events that can never be stored.
+
+    Who processed the event and when are columns of ``processed_events``
+    (``processed_by``, ``processed_at``); the enrichment holds what the event type
+    adds, plus the time from receipt to processing.
+    """
     spec = EVENT_TYPES.get(event.event_type)
     if spec is None:
         raise InvalidEvent(
@@ -33,14 +38,7 @@ def enrich(event: Event, worker: str, now: datetime) -> dict[str, Any]:
                 for e in exc.errors(include_url=False)
             ]
         ) from exc
-    ctx = EnrichContext(
-        user_id=event.user_id, timestamp_iso=event.timestamp.isoformat()
-    )
-    extra = spec.enrich(props, ctx)
-    latency_ms = (now - event.received_at).total_seconds() * 1000
-    return {
-        **extra,
-        "processed_by": worker,
-        "processed_at": now.isoformat(),
-        "ingest_latency_ms": round(latency_ms, 3),
-    }
+    extra = spec.enrich(props, EnrichContext(event.user_id, event.timestamp))
+    latency_s = (now - event.received_at).total_seconds()
+    extra["ingest_latency_ms"] = round(latency_s * 1000, 3)
+    return extra

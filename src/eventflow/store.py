@@ -97,14 +97,14 @@ async def insert_raw_events(
     return InsertOutcome(inserted, existing)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProcessedRow:
     event: Event
     enrichment: dict[str, Any]
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FailedRow:
     event_id: UUID
     event_type: str | None

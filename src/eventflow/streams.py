@@ -27,7 +27,7 @@ return ids
 PUBLISH_CHUNK = 2000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entry:
     """One stream entry as read by a consumer."""
 

@@ -301,7 +301,7 @@ class Worker:
                 error_type="PoisonMessage",
             )
         try:
-            enrichment = enrich(event, self.consumer, now)
+            enrichment = enrich(event, now)
         except InvalidEvent as exc:
             return self._dead_letter(entry, event, raw, exc)
         except Exception as exc:  # a bug in an enrichment must not stop the worker
