@@ -66,14 +66,15 @@ class Event:
     replay: bool = False
 
     def to_message(self) -> bytes:
+        # orjson writes UUIDs and datetimes itself (RFC 4122, ISO 8601).
         return orjson.dumps(
             {
-                "id": str(self.event_id),
+                "id": self.event_id,
                 "type": self.event_type,
                 "user": self.user_id,
-                "ts": self.timestamp.isoformat(),
+                "ts": self.timestamp,
                 "props": self.properties,
-                "recv": self.received_at.isoformat(),
+                "recv": self.received_at,
                 "cid": self.correlation_id,
                 "hash": self.body_hash,
                 "replay": self.replay,
