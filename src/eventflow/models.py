@@ -78,7 +78,8 @@ class Event:
                 "cid": self.correlation_id,
                 "hash": self.body_hash,
                 "replay": self.replay,
-            }
+            },
+            default=str,  # e.g. the UUID type of rows read back from asyncpg
         )
 
 
