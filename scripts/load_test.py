@@ -2,19 +2,15 @@
 """Open-loop load test of a running EventFlow, followed end to end.
 
 The same as `eventflow load-test` from a checkout; works without installing the
-package (its dependencies are still needed). Usage: python scripts/load_test.py --help
+package (it falls back to the project's .venv).
+Usage: python scripts/load_test.py --help
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-try:
-    import eventflow.cli
-except ImportError:  # not installed: use the source tree next to this script
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    import eventflow.cli
+from _bootstrap import run
 
 if __name__ == "__main__":
-    raise SystemExit(eventflow.cli.main(["load-test", *sys.argv[1:]]))
+    raise SystemExit(run("load-test", sys.argv[1:]))

@@ -2,19 +2,14 @@
 """Send realistic events to a running EventFlow.
 
 The same as `eventflow produce` from a checkout; works without installing the
-package (its dependencies are still needed). Usage: python scripts/producer.py --help
+package (it falls back to the project's .venv). Usage: python scripts/producer.py --help
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-try:
-    import eventflow.cli
-except ImportError:  # not installed: use the source tree next to this script
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    import eventflow.cli
+from _bootstrap import run
 
 if __name__ == "__main__":
-    raise SystemExit(eventflow.cli.main(["produce", *sys.argv[1:]]))
+    raise SystemExit(run("produce", sys.argv[1:]))
