@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
 from tests.conftest import Services
-from tests.faults.harness import Stack
+from tests.faults.harness import RECOVERY_TIMES, Stack
 
 
 @pytest.fixture
@@ -33,3 +33,10 @@ def stack(
     for server in (local_servers.postgres, local_servers.redis):
         if server is not None and server.proc is None:
             server.start()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if RECOVERY_TIMES:
+        terminalreporter.section("fault recovery times")
+        for what, seconds in RECOVERY_TIMES.items():
+            terminalreporter.write_line(f"{what:<28} {seconds:6.2f} s")

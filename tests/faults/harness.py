@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.config import Settings
 from eventflow.servers import free_port
 
+# Time from each injected fault to full recovery, shown at the end of the run.
+RECOVERY_TIMES: dict[str, float] = {}
+
 FAULT_SETTINGS = {
     "EVENTFLOW_CLAIM_IDLE_MS": "1500",
     "EVENTFLOW_CLAIM_INTERVAL_S": "0.25",

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.config import Settings
 from tests.conftest import Services
 from tests.faults.harness import (
+    RECOVERY_TIMES,
     SendLog,
     Stack,
     assert_exactly_once,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.faults
 
 
 def report(what: str, seconds: float) -> None:
-    print(f"\nrecovery[{what}]: {seconds:.2f} s")
+    RECOVERY_TIMES[what] = seconds
 
 
 async def pending_of(redis: Redis, settings: Settings, consumer: str = "") -> int:
