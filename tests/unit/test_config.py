@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from eventflow.config import Settings
@@ -28,3 +30,15 @@ def test_consumer_name_is_configurable_or_unique() -> None:
     assert Settings(consumer_name="w-7").resolved_consumer_name() == "w-7"
     s = Settings()
     assert s.resolved_consumer_name() != s.resolved_consumer_name()
+
+
+def test_every_setting_is_read_and_documented() -> None:
+    root = Path(__file__).parents[2]
+    code = "\n".join(p.read_text() for p in (root / "src" / "eventflow").rglob("*.py"))
+    readme = (root / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f".{name}" in code, f"setting {name} is never read"
+        env = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}.get(
+            name, f"EVENTFLOW_{name.upper()}"
+        )
+        assert env in readme, f"{env} is not documented in the README"
