@@ -26,6 +26,22 @@ return ids
 """
 PUBLISH_CHUNK = 2000
 
+# Acknowledges, then deletes, the entries listed (space-separated) in ARGV[2]: one
+# short command per batch instead of two commands with an argument per entry.
+_ACK_DELETE = """
+local ids = {}
+for id in string.gmatch(ARGV[2], "%S+") do
+    ids[#ids + 1] = id
+end
+local acked = 0
+for i = 1, #ids, 500 do
+    local chunk = {unpack(ids, i, math.min(i + 499, #ids))}
+    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(chunk))
+    redis.call('XDEL', KEYS[1], unpack(chunk))
+end
+return acked
+"""
+
 
 @dataclass(slots=True)
 class Entry:
@@ -61,6 +77,7 @@ class Streams:
         self.stream = stream
         self.group = group
         self._publish = redis.register_script(_PUBLISH)
+        self._ack_delete = redis.register_script(_ACK_DELETE)
 
     async def ensure_group(self) -> None:
         """Create the stream and the group if missing; an existing group is fine."""
@@ -134,10 +151,9 @@ class Streams:
         """
         if not entry_ids:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self.stream, self.group, *entry_ids)
-            pipe.xdel(self.stream, *entry_ids)
-            await pipe.execute()
+        await self._ack_delete(
+            keys=[self.stream], args=[self.group, " ".join(entry_ids)]
+        )
 
     async def state(self) -> StreamState:
         """Length, lag, pending and consumers, for metrics and backpressure."""

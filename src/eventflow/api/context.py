@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ class ApiContext:
     postgres_error: str | None = None
     redis_error: str | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def check_postgres(self) -> str | None:
         try:
@@ -70,21 +72,28 @@ class ApiContext:
         return 0 if state is None else state.lag + state.pending
 
     async def _watch(self) -> None:
-        """Keep dependency state and stream gauges fresh, once a second."""
-        while True:
+        """Keep dependency state and stream gauges fresh, once a second.
+
+        Stops on ``_closed`` as well as on cancellation: a cancellation that lands
+        inside a client library's connect can be absorbed by it.
+        """
+        while not self._closed.is_set():
             await asyncio.gather(self.check_postgres(), self.check_redis())
             if self.redis_error is None:
                 await self.refresh_stream_state()
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), 1.0)
 
     def start(self) -> None:
         self.committer.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="api-watch"))
 
     async def close(self) -> None:
+        self._closed.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         await self.committer.close()
         await self.redis.aclose()
         await self.engine.dispose()
