@@ -48,6 +48,7 @@ sql: $(STAMP)
 	$(BIN)/eventflow migrate --sql > scripts/init_db.sql
 
 bench: $(STAMP) system-deps
+	bash scripts/install-system-deps.sh --bench
 	$(BIN)/python benchmarks/run.py
 
 clean:

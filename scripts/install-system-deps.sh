@@ -11,6 +11,18 @@ have_postgres() {
   return 1
 }
 
+if [ "${1:-}" = "--bench" ]; then
+  # The benchmark's single-event load generator (it falls back to Python without).
+  if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &&
+    [ "$(id -u)" = 0 ]; then
+    echo "Installing wrk with apt-get..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    } || echo "wrk could not be installed; the benchmark will use its Python client"
+  fi
+  exit 0
+fi
+
 if have_postgres; then
   exit 0
 fi
