@@ -20,7 +20,7 @@ from eventflow.config import Settings
 from eventflow.db import create_engine
 from eventflow.metrics import Metrics
 from eventflow.migrate import upgrade
-from eventflow.servers import LocalPostgres, LocalRedis
+from eventflow.servers import LocalPostgres, LocalRedis, die_with_parent
 from eventflow.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -122,13 +122,19 @@ def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
         upgrade(env["DATABASE_URL"])
         print("Migrations   applied", flush=True)
         exe = [sys.executable, "-m", "eventflow"]
+        # Children get SIGTERM if this supervisor dies, so nothing is orphaned.
+        tied = die_with_parent(signal.SIGTERM)
         children.append(
             subprocess.Popen(
-                [*exe, "api", "--host", host, "--port", str(port)], env=env
+                [*exe, "api", "--host", host, "--port", str(port)],
+                env=env,
+                preexec_fn=tied,
             )
         )
         for _ in range(workers):
-            children.append(subprocess.Popen([*exe, "worker"], env=env))
+            children.append(
+                subprocess.Popen([*exe, "worker"], env=env, preexec_fn=tied)
+            )
         shown = "localhost" if host in ("0.0.0.0", "127.0.0.1") else host
         print(
             f"\nEventFlow is running ({workers} worker{'s' if workers != 1 else ''}):\n"

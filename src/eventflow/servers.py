@@ -30,7 +30,10 @@ class ServerError(RuntimeError):
     """A local server could not be found or started."""
 
 
-def _die_with_parent(sig: int) -> Callable[[], None]:
+def die_with_parent(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies
+    (no orphans after a crash) and puts it in its own process group."""
+
     def preexec() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, sig)
@@ -239,7 +242,7 @@ class LocalPostgres:
                 stdout=out,
                 stderr=out,
                 cwd="/",
-                preexec_fn=_die_with_parent(signal.SIGINT),
+                preexec_fn=die_with_parent(signal.SIGINT),
                 **self._run_as(),  # type: ignore[call-overload]
             )
         _wait_port(self.port, self.proc, "postgres", log)
@@ -373,7 +376,7 @@ class LocalRedis:
                 ],
                 stdout=out,
                 stderr=out,
-                preexec_fn=_die_with_parent(signal.SIGTERM),
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         _wait_port(self.port, self.proc, "redis", log)
         return self.url

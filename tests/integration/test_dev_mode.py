@@ -124,6 +124,8 @@ def test_dev_mode_runs_processes_and_stops_cleanly(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/events/{event_id}").json()["status"] == "processed"
         servers = _pids(log)
         assert len(servers) == 2
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+        servers += [int(pid) for pid in children.split()]  # API and worker too
         # A crash of the supervisor takes its servers down with it.
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
+from eventflow.servers import die_with_parent
 from tests.tools.helpers import Live, free_port
 
 STARTUP_S = 30.0
@@ -79,6 +80,7 @@ def live(settings: Settings, engine: AsyncEngine, tmp_path: Path) -> Iterator[Li
                         env=env,
                         stdout=out,
                         stderr=subprocess.STDOUT,
+                        preexec_fn=die_with_parent(signal.SIGKILL),
                     )
                 )
             url = f"http://127.0.0.1:{port}"
