@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from eventflow.streams import StreamState
 
 LATENCY_BUCKETS = (
     0.001,
@@ -162,3 +166,11 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+
+    def set_stream_state(self, state: StreamState) -> None:
+        """Copy the stream's state (read from Redis) into the gauges."""
+        self.stream_length.set(state.length)
+        self.stream_lag.set(state.lag)
+        self.stream_pending.set(state.pending)
+        self.oldest_pending_age.set(state.oldest_pending_age_s)
+        self.consumers.set(state.consumers)

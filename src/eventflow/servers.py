@@ -79,6 +79,18 @@ def _kill_stale(pid: int, sig: int, what: str, timeout: float = 15.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
+    """Signal a server, wait for it, and kill it if it does not stop in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -291,15 +303,7 @@ class LocalPostgres:
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> None:
         """SIGINT is a fast, clean shutdown; SIGKILL simulates a crash."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _stop(self.proc, sig, timeout)
         self.proc = None
 
     def restart(self) -> None:
@@ -382,15 +386,8 @@ class LocalRedis:
         return self.url
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM saves the append-only file and exits; SIGKILL simulates a crash."""
+        _stop(self.proc, sig, timeout)
         self.proc = None
 
     def restart(self) -> None:

@@ -199,13 +199,8 @@ class Worker:
 
     async def _refresh_gauges(self) -> None:
         s = self.settings
-        state = await self.streams.state()
         m = self.metrics
-        m.stream_length.set(state.length)
-        m.stream_lag.set(state.lag)
-        m.stream_pending.set(state.pending)
-        m.oldest_pending_age.set(state.oldest_pending_age_s)
-        m.consumers.set(state.consumers)
+        m.set_stream_state(await self.streams.state())
         async with self.engine.connect() as conn:
             count = await conn.scalar(text("SELECT count(*) FROM failed_events"))
         m.dead_letters.set(count or 0)

@@ -60,12 +60,7 @@ class ApiContext:
         except Exception:
             return
         self.stream_state = state
-        m = self.metrics
-        m.stream_length.set(state.length)
-        m.stream_lag.set(state.lag)
-        m.stream_pending.set(state.pending)
-        m.oldest_pending_age.set(state.oldest_pending_age_s)
-        m.consumers.set(state.consumers)
+        self.metrics.set_stream_state(state)
 
     def backlog(self) -> int:
         state = self.stream_state
