@@ -14,10 +14,12 @@ Needs matplotlib (the ``docs`` extra) besides EventFlow's own dependencies.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +61,7 @@ VARIABLE = re.compile(
 MATCH_ANY = ".*"
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
-# Grafana unit id -> (axis label, scale to apply). Seconds are handled apart.
+# Grafana unit id -> axis label. Time units are handled apart (seconds may become ms).
 UNIT_LABELS = {
     "ops": "per second",
     "reqps": "requests / s",
@@ -86,6 +88,14 @@ class Panel:
     queries: tuple[Query, ...]
 
 
+@dataclass(frozen=True)
+class Marker:
+    """A moment worth pointing at (like a Grafana annotation)."""
+
+    at: datetime
+    text: str
+
+
 @dataclass
 class Series:
     label: str
@@ -103,6 +113,14 @@ def format_duration(seconds: float) -> str:
         if whole % size == 0:
             return f"{whole // size}{unit}"
     return f"{whole}s"
+
+
+def human_duration(seconds: float) -> str:
+    """For people: 500 -> '8 min 20 s'."""
+    minutes, rest = divmod(round(seconds), 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 def builtin_variables(
@@ -281,20 +299,46 @@ def date_numbers(times: Sequence[datetime]) -> list[float]:
 
 
 def draw_panel(
-    ax: Axes, panel: Panel, series: Sequence[Series], start: datetime, end: datetime
+    ax: Axes,
+    panel: Panel,
+    series: Sequence[Series],
+    start: datetime,
+    end: datetime,
+    markers: Sequence[Marker] = (),
 ) -> None:
-    from matplotlib.dates import DateFormatter
+    from matplotlib.dates import AutoDateLocator, DateFormatter
     from matplotlib.ticker import FuncFormatter
 
     ax.set_title(panel.title, fontsize=13, fontweight="bold", loc="left")
     ax.set_xlim(*date_numbers([start, end]))
-    clock = DateFormatter("%H:%M", tz=UTC)  # type: ignore[no-untyped-call]
+    # Ticks on whole minutes (or seconds for short windows), labelled in UTC.
+    untyped: Any = AutoDateLocator
+    locator = untyped(tz=UTC, minticks=4, maxticks=9)
+    pattern = "%H:%M:%S" if (end - start).total_seconds() < 300 else "%H:%M"
+    clock = DateFormatter(pattern, tz=UTC)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(clock)
     ax.grid(True, color="#dddddd", linewidth=0.8)
     ax.tick_params(labelsize=10)
     label, scale = axis_unit(panel.unit, series)
     ax.set_ylabel(label, fontsize=11)
     ax.yaxis.set_major_formatter(FuncFormatter(compact))
+    for number, (x, _) in enumerate(
+        zip(date_numbers([m.at for m in markers]), markers, strict=True), 1
+    ):
+        ax.axvline(x, color="#888888", linestyle="--", linewidth=0.9, zorder=1)
+        ax.text(
+            x,
+            0.99,
+            str(number),
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="#444444",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#888888"},
+            zorder=5,
+        )
     drawn = [s for s in series if any(not math.isnan(v) for v in s.values)]
     if not drawn:
         ax.set_ylim(0, 1)
@@ -317,9 +361,7 @@ def draw_panel(
             label=s.label,
         )
     ax.set_ylim(bottom=0)
-    ax.legend(
-        fontsize=9, loc="upper left", framealpha=0.85, ncol=2 if len(drawn) > 4 else 1
-    )
+    ax.legend(fontsize=9, loc="best", framealpha=0.85, ncol=2 if len(drawn) > 4 else 1)
 
 
 def render(
@@ -331,6 +373,7 @@ def render(
     end: datetime,
     width_px: int,
     height_px: int,
+    markers: Sequence[Marker] = (),
 ) -> None:
     import matplotlib
 
@@ -348,10 +391,10 @@ def render(
         layout="constrained",
         squeeze=False,
     )
-    fig.suptitle(f"{header}\n{subheader}", fontsize=15, x=0.01, ha="left")
+    fig.suptitle(f"{header}\n{subheader}", fontsize=14, x=0.01, ha="left")
     cells = [ax for row in axes for ax in row]
     for ax, (panel, series) in zip(cells, panels, strict=False):
-        draw_panel(ax, panel, series, start, end)
+        draw_panel(ax, panel, series, start, end, markers)
     for ax in cells[len(panels) :]:
         ax.set_visible(False)
     # The time axis is labelled once per column, on its lowest panel.
@@ -367,6 +410,18 @@ def render(
 # --- Command line ---------------------------------------------------------------------
 
 
+def wrap_items(prefix: str, items: Sequence[str], width: int) -> str:
+    """``prefix`` and ``items`` on lines of at most ``width`` characters, never
+    splitting an item."""
+    lines = [prefix]
+    for item in items:
+        if len(lines[-1]) + 3 + len(item) > width and lines[-1] != prefix:
+            lines.append(item)
+        else:
+            lines[-1] += ("   " if lines[-1] != prefix else " ") + item
+    return "\n".join(lines)
+
+
 def parse_time(value: str) -> float:
     """Unix seconds, or an ISO 8601 time (UTC when it has no offset)."""
     try:
@@ -374,6 +429,14 @@ def parse_time(value: str) -> float:
     except ValueError:
         parsed = datetime.fromisoformat(value)
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def parse_marker(value: str) -> Marker:
+    """``WHEN=TEXT``, WHEN as for ``--end``."""
+    when, sep, text = value.partition("=")
+    if not sep or not text:
+        raise argparse.ArgumentTypeError("expected WHEN=TEXT")
+    return Marker(datetime.fromtimestamp(parse_time(when), UTC), text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--all-panels", action="store_true", help="every time series panel")
     p.add_argument("--note", default="", help="added to the header line")
+    p.add_argument(
+        "--annotate",
+        action="append",
+        type=parse_marker,
+        default=[],
+        metavar="WHEN=TEXT",
+        help="numbered vertical marker, explained in the header (repeatable)",
+    )
     p.add_argument("--width", type=int, default=1600, help="pixels")
     p.add_argument("--height", type=int, default=1800, help="pixels")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -409,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:
+        print(
+            "error: matplotlib is needed: pip install -e '.[docs]' "
+            "(or pip install matplotlib)",
+            file=sys.stderr,
+        )
+        return 2
     end = args.end if args.end is not None else time.time()
     window = args.minutes * 60
     start = end - window
@@ -437,16 +515,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         datetime.fromtimestamp(start, UTC),
         datetime.fromtimestamp(end, UTC),
     )
-    header = f"{dashboard.get('title', 'Dashboard')} (Grafana dashboard, key panels)"
+    title = dashboard.get("title", "Dashboard")
+    shown = "all time series panels" if args.all_panels else "key panels"
+    header = f"{title} (Grafana dashboard, {shown})"
     subheader = (
         f"Prometheus {args.prometheus}, {start_dt:%Y-%m-%d %H:%M:%S} to "
-        f"{end_dt:%H:%M:%S} UTC ({format_duration(window)}, step "
-        f"{format_duration(step)}, $__rate_interval = {args.rate_interval})"
+        f"{end_dt:%H:%M:%S} UTC ({human_duration(window)}, a point every "
+        f"{human_duration(step)}, $__rate_interval = {args.rate_interval})"
     )
     if args.note:
-        subheader += f"\n{args.note}"
+        subheader += "\n" + textwrap.fill(args.note, width=135)
+    markers = sorted(
+        (m for m in args.annotate if start_dt <= m.at <= end_dt), key=lambda m: m.at
+    )
+    if markers:
+        subheader += "\n" + wrap_items(
+            "Markers:",
+            [f"{i} {m.text} ({m.at:%H:%M:%S})" for i, m in enumerate(markers, 1)],
+            width=135,
+        )
     render(
-        results, args.out, header, subheader, start_dt, end_dt, args.width, args.height
+        results,
+        args.out,
+        header,
+        subheader,
+        start_dt,
+        end_dt,
+        args.width,
+        args.height,
+        markers,
     )
     print(f"wrote {args.out} ({len(results)} panels)")
     for problem in problems:

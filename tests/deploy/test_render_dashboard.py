@@ -106,3 +106,15 @@ def test_legend(rd: ModuleType) -> None:
     assert rd.legend_text("{{ status }} on {{route}}", labels, "e") == "202 on /events"
     assert rd.legend_text("", labels, "e") == '{route="/events", status="202"}'
     assert rd.legend_text("", {}, "sum(x)") == "sum(x)"
+
+
+def test_durations_and_header_wrapping(rd: ModuleType) -> None:
+    assert [rd.format_duration(s) for s in (5, 90, 300, 3600)] == [
+        "5s",
+        "90s",
+        "5m",
+        "1h",
+    ]
+    assert rd.human_duration(500) == "8 min 20 s"
+    wrapped = rd.wrap_items("Markers:", ["1 aaaa", "2 bbbb", "3 cccc"], width=22)
+    assert wrapped.split("\n") == ["Markers: 1 aaaa", "2 bbbb   3 cccc"]
