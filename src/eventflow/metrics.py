@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,16 @@ LATENCY_BUCKETS = (
     30.0,
     60.0,
 )
+# Label values that exist from the start (see ``Metrics.precreate``).
+REJECTION_REASONS = ("invalid", "conflict", "overloaded", "unavailable", "too_large")
+FAILURE_REASONS = (
+    "InvalidEvent",
+    "PoisonMessage",
+    "UndecodableMessage",
+    "DatabaseRejected",
+)
+RETRIED_OPERATIONS = ("commit", "ack", "ensure_group")
+
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
@@ -47,7 +58,8 @@ class Metrics:
         )
         self.events_rejected = Counter(
             "eventflow_events_rejected_total",
-            "Events refused by the API (validation, conflict, overload, outage).",
+            "Events refused by the API: invalid, conflict, overloaded (429), "
+            "unavailable (503), too_large (413).",
             ["reason"],
             registry=r,
         )
@@ -166,6 +178,23 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+
+    def precreate(self, event_types: Iterable[str]) -> None:
+        """Create every known label set at zero, so that ``rate()`` and
+        ``increase()`` see the first increment instead of a series appearing."""
+        for event_type in (*event_types, "unknown"):
+            self.events_received.labels(event_type)
+            self.events_processed.labels(event_type)
+            for reason in FAILURE_REASONS:
+                self.events_failed.labels(event_type, reason)
+        for reason in REJECTION_REASONS:
+            self.events_rejected.labels(reason)
+        for stage in ("api", "worker"):
+            self.duplicates.labels(stage)
+        for operation in RETRIED_OPERATIONS:
+            self.retries.labels(operation)
+        for dependency in ("postgres", "redis"):
+            self.dependency_up.labels(dependency)
 
     def set_stream_state(self, state: StreamState) -> None:
         """Copy the stream's state (read from Redis) into the gauges."""

@@ -173,7 +173,10 @@ class Streams:
         age = max(0.0, time.time() - entry_ms(oldest) / 1000) if oldest else 0.0
         return StreamState(
             length=int(length),
-            lag=int(lag) if lag is not None else int(length),
+            # Without a reported lag, count what is not pending as undelivered.
+            lag=int(lag)
+            if lag is not None
+            else max(0, int(length) - int(group.get("pending", 0))),
             pending=int(group.get("pending", 0)),
             oldest_pending_age_s=age,
             consumers=int(group.get("consumers", 0)),

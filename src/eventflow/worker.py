@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
 from eventflow.errors import InvalidEvent, UndecodableMessage
+from eventflow.eventtypes import EVENT_TYPES
 from eventflow.metrics import Metrics
 from eventflow.models import Event, decode_message
 from eventflow.processing import enrich
@@ -61,6 +62,7 @@ class Worker:
         self.streams = Streams(
             self.redis, self.settings.stream_name, self.settings.consumer_group
         )
+        self.metrics.precreate(EVENT_TYPES)
         self._stopping = asyncio.Event()
         self._last_claim = 0.0
         self._last_reconcile = time.monotonic()
@@ -253,7 +255,8 @@ class Worker:
             m.events_processed.labels(event_type).inc(n)
         for f in failed:
             report.failed += 1
-            m.events_failed.labels(f.event_type or "unknown", f.error_type).inc()
+            known = f.event_type if f.event_type in EVENT_TYPES else "unknown"
+            m.events_failed.labels(known, f.error_type).inc()
         if report.duplicates:
             m.duplicates.labels("worker").inc(report.duplicates)
             with contextlib.suppress(RedisError, OSError):  # statistics only

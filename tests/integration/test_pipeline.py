@@ -340,3 +340,27 @@ async def test_malformed_batch_bodies_are_422(
         assert response.status_code == 422, content
         assert response.json()["detail"][0]["loc"][0] == "body"
     assert await count(engine, "raw_events") == 0
+
+
+async def test_refusals_are_counted_and_series_exist_from_the_start(
+    client: httpx.AsyncClient, api_metrics: Metrics
+) -> None:
+    registry = api_metrics.registry
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    # Known label sets exist at zero before anything happened.
+    assert value("eventflow_events_received_total", event_type="purchase") == 0
+    assert value("eventflow_events_rejected_total", reason="unavailable") == 0
+    assert value("eventflow_retries_total", operation="commit") == 0
+    await client.post("/events", json={"event_type": "purchase", "properties": {}})
+    await client.post(
+        "/events", content=b"{", headers={"content-type": "application/json"}
+    )
+    body = purchase()
+    await client.post("/events", json=body)
+    await client.post("/events", json={**body, "user_id": "someone-else"})
+    assert value("eventflow_events_rejected_total", reason="invalid") == 2
+    assert value("eventflow_events_rejected_total", reason="conflict") == 1
+    assert value("eventflow_events_received_total", event_type="purchase") == 1

@@ -18,6 +18,7 @@ from eventflow.api.responses import Json
 from eventflow.config import Settings
 from eventflow.db import create_engine
 from eventflow.errors import DependencyUnavailable, InvalidEvent, Overloaded
+from eventflow.eventtypes import EVENT_TYPES
 from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
 from eventflow.streams import Streams
@@ -29,13 +30,22 @@ exactly once. Follow it with `GET /events/{event_id}`.
 """
 
 
+def _rejected(request: Request, reason: str) -> None:
+    """Count a refused ingestion request (other routes do not carry events)."""
+    if request.method == "POST" and request.url.path.startswith("/events"):
+        metrics: Metrics = request.app.state.metrics
+        metrics.events_rejected.labels(reason).inc()
+
+
 def _invalid(request: Request, exc: Exception) -> Json:
     assert isinstance(exc, InvalidEvent)
+    _rejected(request, "invalid")
     return Json({"detail": exc.errors}, status_code=422)
 
 
 def _request_invalid(request: Request, exc: Exception) -> Json:
     assert isinstance(exc, RequestValidationError)
+    _rejected(request, "invalid")
     detail = [
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
         for e in exc.errors()
@@ -44,6 +54,7 @@ def _request_invalid(request: Request, exc: Exception) -> Json:
 
 
 def _unavailable(request: Request, exc: Exception) -> Json:
+    _rejected(request, "unavailable")
     return Json(
         {"detail": f"{exc}; nothing was stored, retry later"},
         status_code=503,
@@ -60,6 +71,7 @@ def _overloaded(request: Request, exc: Exception) -> Json:
 def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     database_url, redis_url = settings.require_urls()
     metrics = metrics or Metrics()
+    metrics.precreate(EVENT_TYPES)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +105,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=Json,
     )
+    app.state.metrics = metrics
     app.add_middleware(CorrelationMiddleware, metrics=metrics)
     app.add_exception_handler(InvalidEvent, _invalid)
     app.add_exception_handler(RequestValidationError, _request_invalid)

@@ -119,6 +119,7 @@ async def post_batch(request: Request, ctx: Context) -> Json:
     items = _batch_items(await request.body())
     limit = ctx.settings.max_batch_request
     if len(items) > limit:
+        ctx.metrics.events_rejected.labels("too_large").inc(len(items))
         raise HTTPException(
             413, f"events: at most {limit} events per batch, got {len(items)}"
         )
@@ -165,7 +166,9 @@ async def post_batch(request: Request, ctx: Context) -> Json:
         await _count_duplicates(ctx, duplicates)
     rejected = len(results) - accepted - duplicates
     if rejected:
-        ctx.metrics.events_rejected.labels("invalid_or_conflict").inc(rejected)
+        conflicts = sum(r["status"] == "conflict" for r in results)
+        ctx.metrics.events_rejected.labels("conflict").inc(conflicts)
+        ctx.metrics.events_rejected.labels("invalid").inc(rejected - conflicts)
     return Json(
         {
             "accepted": accepted,
