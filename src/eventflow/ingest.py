@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from eventflow.store import InsertOutcome, insert_raw_events
 from eventflow.streams import Streams
 
 log = logging.getLogger(__name__)
+
+PUBLISH_BACKOFF_S = 1.0
 
 
 class Outcome(Enum):
@@ -70,6 +73,7 @@ class GroupCommitter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._publish_paused_until = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
@@ -184,9 +188,17 @@ class GroupCommitter:
         raise AssertionError("unreachable")
 
     async def _publish(self, events: list[Event]) -> None:
+        """Publish after the commit. After a failure, publishing pauses for
+        ``PUBLISH_BACKOFF_S`` so that an unreachable Redis (a connect timeout per
+        attempt) does not slow down the commits; the reconciler publishes what was
+        skipped."""
+        if time.monotonic() < self._publish_paused_until:
+            self.metrics.publish_failures.inc(len(events))
+            return
         try:
             await self.streams.publish(events)
         except (RedisError, OSError) as exc:
+            self._publish_paused_until = time.monotonic() + PUBLISH_BACKOFF_S
             self.metrics.publish_failures.inc(len(events))
             log.warning(
                 "publish to redis failed; the reconciler will republish",
