@@ -87,15 +87,31 @@ def _loc_error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any
     return {"loc": list(loc), "msg": msg, "type": kind}
 
 
+def canonical_body(
+    event_type: str, user_id: str | None, ts: datetime | None, props: dict[str, Any]
+) -> bytes:
+    return orjson.dumps(
+        [event_type, user_id, ts.isoformat() if ts else None, props],
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
 def body_hash(
     event_type: str, user_id: str | None, ts: datetime | None, props: dict[str, Any]
 ) -> str:
     """Fingerprint of what the client sent, to tell a re-send from a conflict."""
-    canonical = orjson.dumps(
-        [event_type, user_id, ts.isoformat() if ts else None, props],
-        option=orjson.OPT_SORT_KEYS,
-    )
+    canonical = canonical_body(event_type, user_id, ts, props)
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def validate_event(
@@ -150,6 +166,21 @@ def validate_event(
     if errors:
         raise InvalidEvent(errors)
     normalized = props.model_dump(mode="json", exclude_none=True)
+    canonical = canonical_body(spec.name, data.user_id, ts, normalized)
+    # Cheap test first: orjson writes a NUL character as the escape \u0000.
+    if b"\\u0000" in canonical and _has_nul([data.user_id, normalized]):
+        # PostgreSQL text and jsonb cannot store NUL: refuse it here, alone,
+        # rather than fail the group commit this event would share.
+        field = "user_id" if data.user_id and "\x00" in data.user_id else "properties"
+        raise InvalidEvent(
+            [
+                _loc_error(
+                    (*loc_prefix, field),
+                    "NUL characters (\\u0000) cannot be stored",
+                    "string_nul",
+                )
+            ]
+        )
     # Every value is validated above: construct without validating again.
     return Event(
         event_id=data.event_id or uuid4(),
@@ -159,7 +190,7 @@ def validate_event(
         properties=normalized,
         received_at=received_at,
         correlation_id=correlation_id,
-        body_hash=body_hash(spec.name, data.user_id, ts, normalized),
+        body_hash=hashlib.sha256(canonical).hexdigest()[:32],
         replay=False,
     )
 

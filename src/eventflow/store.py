@@ -157,7 +157,10 @@ _INSERT_FAILED = text(
             CAST(:errors AS text[]), CAST(:error_types AS text[]),
             CAST(:attempts AS int[]), CAST(:cids AS text[]),
             CAST(:entries AS text[])
-        )
+        ) AS t(event_id)
+        -- An event already processed is never also a dead letter.
+        WHERE NOT EXISTS (
+            SELECT 1 FROM processed_events p WHERE p.event_id = t.event_id)
         ON CONFLICT (event_id) DO UPDATE SET
             error = EXCLUDED.error, error_type = EXCLUDED.error_type,
             attempts = failed_events.attempts + EXCLUDED.attempts,
@@ -185,6 +188,10 @@ async def write_results(
     result were already there (a redelivery), which changes nothing.
     """
     inserted: set[UUID] = set()
+    # Rows are written in event-id order, so concurrent batches that share
+    # events lock them in the same order (no deadlock between workers).
+    processed = sorted(processed, key=lambda p: p.event.event_id.bytes)
+    failed = sorted(failed, key=lambda f: f.event_id.bytes)
     if processed:
         events = [p.event for p in processed]
         result = await conn.execute(

@@ -64,6 +64,7 @@ class Worker:
         )
         self.metrics.precreate(EVENT_TYPES)
         self._stopping = asyncio.Event()
+        self._degraded = False
         self._last_claim = 0.0
         self._last_reconcile = time.monotonic()
         self._last_housekeeping = 0.0
@@ -100,6 +101,13 @@ class Worker:
         inflight: set[asyncio.Task[BatchReport]] = set()
         while not self._stopping.is_set():
             try:
+                if self._degraded:
+                    # Neither read nor reclaim while the database is failing:
+                    # reclaiming would raise delivery counts until valid entries
+                    # looked like poison. Probe, and resume when it answers.
+                    await self._probe_database()
+                    self._degraded = False
+                    log.info("database reachable again; resuming")
                 await self._maintenance(force=until_empty)
                 block = 1 if until_empty else s.worker_block_ms
                 entries = await self.streams.read(
@@ -119,10 +127,12 @@ class Worker:
                 raise
             except Exception as exc:
                 if is_transient(exc):
-                    log.warning(
-                        "dependency unavailable; pausing",
-                        extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
-                    )
+                    if not self._degraded:
+                        log.warning(
+                            "dependency unavailable; pausing",
+                            extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+                        )
+                    self._degraded = True
                 elif until_empty:
                     await asyncio.gather(*inflight, return_exceptions=True)
                     raise
@@ -149,6 +159,10 @@ class Worker:
         errors = [t.exception() for t in done if t.exception() is not None]
         if errors:
             raise errors[0]  # type: ignore[misc]
+
+    async def _probe_database(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def _idle(self) -> bool:
         """In ``until_empty`` mode: is there really nothing left for us?"""
@@ -231,6 +245,9 @@ class Worker:
             else:
                 seen.add(row.event.event_id)
                 processed.append(row)
+        # A batch can hold two copies of one event (a redelivery and a republished
+        # copy): if one copy is stored, the other must not become a dead letter.
+        failed = [f for f in failed if f.event_id not in seen]
         inserted = await self._commit(processed, failed)
         await self._with_retry(
             "ack", lambda: self.streams.ack([e.entry_id for e in entries])

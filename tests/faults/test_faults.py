@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
@@ -157,14 +158,21 @@ async def test_redis_restarted_and_flushed(
 
 
 async def test_postgres_restarted(
-    stack: Stack, engine: AsyncEngine, local_servers: Services
+    stack: Stack,
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: Settings,
+    local_servers: Services,
 ) -> None:
     assert local_servers.postgres is not None
     await stack.start_api()
     worker = stack.start_worker()
     log = SendLog()
     await send_events(stack.url, 300, log, concurrency=4, batch=20)
+    # The worker still holds part of this burst when the database goes away.
+    await send_events(stack.url, 2000, log, concurrency=4, batch=200)
     local_servers.postgres.stop()
+    held = await pending_of(redis, settings) + await redis.xlen(settings.stream_name)
     async with httpx.AsyncClient() as client:
         refused = await client.post(stack.url + "/events", json=custom_event(1))
         assert refused.status_code == 503
@@ -172,7 +180,9 @@ async def test_postgres_restarted(
         health = await client.get(stack.url + "/health")
         assert health.status_code == 503
         assert health.json()["postgres"]["status"] == "down"
-    await asyncio.sleep(1.0)  # workers meet the outage too
+    # Longer than max_deliveries reclaim rounds: entries must not turn into
+    # poison while the database is down.
+    await asyncio.sleep(6 * stack.claim_idle_s)
     local_servers.postgres.start()
     restarted_at = time.monotonic()
     await engine.dispose()  # the test's own pool holds connections to the old server
@@ -181,6 +191,10 @@ async def test_postgres_restarted(
     report("postgres restart", time.monotonic() - restarted_at)
     assert worker.poll() is None, "the worker should ride out the outage"
     await assert_exactly_once(engine, log)
+    assert held > 0, "the outage should have caught entries in Redis"
+    async with engine.connect() as conn:
+        dead = await conn.scalar(text("SELECT count(*) FROM failed_events"))
+    assert dead == 0, "valid events were dead-lettered during the outage"
 
 
 async def test_sigterm_drains_every_worker(

@@ -364,3 +364,16 @@ async def test_refusals_are_counted_and_series_exist_from_the_start(
     assert value("eventflow_events_rejected_total", reason="invalid") == 2
     assert value("eventflow_events_rejected_total", reason="conflict") == 1
     assert value("eventflow_events_received_total", event_type="purchase") == 1
+
+
+async def test_a_nul_character_is_refused_alone(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    bad = {"event_type": "custom", "properties": {"name": "x", "note": "a\x00b"}}
+    single = await client.post("/events", json=bad)
+    assert single.status_code == 422
+    assert single.json()["detail"][0]["loc"][-1] == "properties"
+    good = purchase()
+    batch = await client.post("/events/batch", json={"events": [good, bad]})
+    assert [r["status"] for r in batch.json()["results"]] == ["accepted", "invalid"]
+    assert await count(engine, "raw_events") == 1

@@ -117,3 +117,14 @@ def test_message_round_trip() -> None:
 def test_garbage_is_undecodable(raw: bytes) -> None:
     with pytest.raises(UndecodableMessage):
         decode_message(raw)
+
+
+def test_nul_characters_are_refused_naming_the_field() -> None:
+    assert error_fields(
+        {"event_type": "custom", "properties": {"name": "x", "note": "a\x00b"}}
+    ) == ["properties"]
+    assert error_fields(
+        {"event_type": "custom", "user_id": "u\x00", "properties": {"name": "x"}}
+    ) == ["user_id"]
+    # The six characters backslash-u-0-0-0-0 are ordinary text.
+    check({"event_type": "custom", "properties": {"name": "x", "note": "\\u0000"}})

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
 
 from eventflow import __version__
 from eventflow.api import deadletters, events, health, summary
@@ -21,7 +23,10 @@ from eventflow.errors import DependencyUnavailable, InvalidEvent, Overloaded
 from eventflow.eventtypes import EVENT_TYPES
 from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
+from eventflow.retry import is_transient
 from eventflow.streams import Streams
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Send events with `POST /events` (or up to 1,000 at once with `POST /events/batch`).
@@ -60,6 +65,17 @@ def _unavailable(request: Request, exc: Exception) -> Json:
         status_code=503,
         headers={"Retry-After": "2"},
     )
+
+
+def _database_error(request: Request, exc: Exception) -> Json:
+    """A transient database failure outside ingestion (a lost connection, a
+    deadlock) is a 503 to retry; anything else stays a 500."""
+    if is_transient(exc):
+        return _unavailable(
+            request, DependencyUnavailable("postgres", type(exc).__name__)
+        )
+    log.exception("database error", exc_info=exc)
+    return Json({"detail": "internal error"}, status_code=500)
 
 
 def _overloaded(request: Request, exc: Exception) -> Json:
@@ -111,6 +127,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(DependencyUnavailable, _unavailable)
     app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(summary.router)
