@@ -350,7 +350,6 @@ def drain_events(count: int) -> Iterator[list[Event]]:
                     received_at=now,
                     correlation_id=uuid.uuid4().hex,
                     body_hash=body_hash(kind, user, ts, props),
-                    replay=False,
                 )
             )
         yield chunk

@@ -139,10 +139,9 @@ def _event_of(payload: str, properties: dict[str, Any] | None) -> Event:
         raise NotReplayable(
             "the stored payload is not an EventFlow event; purge it instead"
         ) from exc
-    update_: dict[str, Any] = {"replay": True}
-    if properties is not None:
-        update_["properties"] = properties
-    return dataclasses.replace(event, **update_)
+    if properties is None:
+        return event
+    return dataclasses.replace(event, properties=properties)
 
 
 async def replay(

@@ -40,9 +40,5 @@ class UndecodableMessage(PermanentError):
     """A stream entry that is not an EventFlow message at all."""
 
 
-class ConflictingEvent(EventFlowError):
-    """An ``event_id`` that was already accepted with a different body."""
-
-
 class Overloaded(EventFlowError):
     """Consumers are too far behind; the client should retry after a delay."""

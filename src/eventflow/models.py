@@ -63,7 +63,6 @@ class Event:
     received_at: datetime
     correlation_id: str
     body_hash: str
-    replay: bool = False
 
     def to_message(self) -> bytes:
         # orjson writes UUIDs and datetimes itself (RFC 4122, ISO 8601).
@@ -77,7 +76,6 @@ class Event:
                 "recv": self.received_at,
                 "cid": self.correlation_id,
                 "hash": self.body_hash,
-                "replay": self.replay,
             },
             default=str,  # e.g. the UUID type of rows read back from asyncpg
         )
@@ -191,7 +189,6 @@ def validate_event(
         received_at=received_at,
         correlation_id=correlation_id,
         body_hash=hashlib.sha256(canonical).hexdigest()[:32],
-        replay=False,
     )
 
 
@@ -230,7 +227,6 @@ def decode_message(raw: bytes) -> Event:
             received_at=_aware(d["recv"]),
             correlation_id=_optional_str(d.get("cid")) or "",
             body_hash=_optional_str(d.get("hash")) or "",
-            replay=d.get("replay") is True,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise UndecodableMessage(f"undecodable stream entry: {exc}") from exc

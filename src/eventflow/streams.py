@@ -60,6 +60,7 @@ class StreamState:
     oldest_pending_age_s: float
     consumers: int
     last_delivered_id: str
+    oldest_pending_ms: int | None = None
 
 
 def entry_ms(entry_id: str | bytes) -> int:
@@ -181,6 +182,7 @@ class Streams:
             oldest_pending_age_s=age,
             consumers=int(group.get("consumers", 0)),
             last_delivered_id=_s(group.get("last-delivered-id")) or "0-0",
+            oldest_pending_ms=entry_ms(oldest) if oldest else None,
         )
 
     async def oldest_unsettled_ms(self) -> int | None:
@@ -191,14 +193,8 @@ class Streams:
         """
         state = await self.state()
         candidates: list[int] = []
-        pending = (
-            await self.redis.xpending(self.stream, self.group)
-            if state.pending
-            else None
-        )
-        oldest_pending = pending.get("min") if pending else None
-        if oldest_pending:
-            candidates.append(entry_ms(oldest_pending))
+        if state.oldest_pending_ms is not None:
+            candidates.append(state.oldest_pending_ms)
         if state.lag:
             after: Any = await self.redis.xrange(
                 self.stream, min="(" + state.last_delivered_id, count=1
