@@ -73,5 +73,34 @@ CREATE INDEX ix_raw_events_unsettled ON raw_events (published_at) WHERE status =
 
 INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;
 
+-- Running upgrade 0001 -> 0002
+
+CREATE TABLE event_schemas (
+    id BIGSERIAL NOT NULL, 
+    event_type VARCHAR(64) NOT NULL, 
+    version INTEGER NOT NULL, 
+    schema JSONB NOT NULL, 
+    compatibility VARCHAR(16) NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_event_schemas_version UNIQUE (event_type, version)
+);
+
+ALTER TABLE raw_events ADD COLUMN schema_version INTEGER;
+
+ALTER TABLE processed_events ADD COLUMN schema_version INTEGER;
+
+ALTER TABLE failed_events ADD COLUMN schema_version INTEGER;
+
+INSERT INTO event_schemas (event_type, version, schema, compatibility) VALUES ('purchase', 1, '{"$schema": "https://json-schema.org/draft/2020-12/schema", "description": "A completed purchase: `properties.amount` is a positive number.", "properties": {"properties": {"properties": {"amount": {"exclusiveMinimum": 0, "type": "number"}}, "required": ["amount"], "type": "object"}}, "required": ["properties"], "title": "purchase", "type": "object"}'::jsonb, 'none');
+
+INSERT INTO event_schemas (event_type, version, schema, compatibility) VALUES ('user_signup', 1, '{"$schema": "https://json-schema.org/draft/2020-12/schema", "description": "A new account: `user_id` is required.", "properties": {"user_id": {"minLength": 1, "type": "string"}}, "required": ["user_id"], "title": "user_signup", "type": "object"}'::jsonb, 'none');
+
+INSERT INTO event_schemas (event_type, version, schema, compatibility) VALUES ('page_view', 1, '{"$schema": "https://json-schema.org/draft/2020-12/schema", "description": "A page view: the page is `properties.url` or `properties.page`.", "title": "page_view", "type": "object"}'::jsonb, 'none');
+
+INSERT INTO event_schemas (event_type, version, schema, compatibility) VALUES ('custom', 1, '{"$schema": "https://json-schema.org/draft/2020-12/schema", "description": "Your own event: every property is free-form.", "title": "custom", "type": "object"}'::jsonb, 'none');
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
 COMMIT;
 

@@ -80,6 +80,13 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database_url, pool_size=4)
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE raw_events, processed_events, failed_events"))
+        # Back to the schemas the migration installed.
+        await conn.execute(
+            text(
+                "DELETE FROM event_schemas WHERE version > 1 OR event_type NOT IN "
+                "('purchase', 'user_signup', 'page_view', 'custom')"
+            )
+        )
     yield engine
     await engine.dispose()
 

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     _tool_parsers(sub)
+    _schema_parsers(sub)
     from eventflow import dlqcli
 
     dlqcli.add_parser(sub)
@@ -49,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     produce = sub.add_parser("produce", help="send realistic events to the API")
-    produce.add_argument("--count", type=int, required=True, help="events to send")
+    produce.add_argument("--count", type=int, default=10, help="events to send")
     produce.add_argument("--rate", type=float, default=0.0, help="events/s (0: max)")
     produce.add_argument(
         "--type",
@@ -64,9 +65,9 @@ def _tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     produce.add_argument("--no-progress", dest="progress", action="store_false")
 
     load = sub.add_parser("load-test", help="open-loop load test, end to end")
-    load.add_argument("--events", type=int, required=True)
+    load.add_argument("--events", type=int, default=1000, help="events to send")
     load.add_argument(
-        "--rate", type=float, required=True, help="events/s (0: closed loop)"
+        "--rate", type=float, default=100.0, help="events/s (0: closed loop)"
     )
     load.add_argument("--concurrency", type=int, default=64, help="requests in flight")
     load.add_argument("--batch", type=int, default=1, help="events per request")
@@ -86,9 +87,41 @@ def _tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     monitor.add_argument("--once", action="store_true", help="one snapshot and exit")
     monitor.add_argument("--json", dest="as_json", action="store_true")
     for tool in (produce, load, monitor):
-        tool.add_argument(
-            "--url", default="http://localhost:8000", help="EventFlow API base URL"
+        _url_argument(tool)
+
+
+def _url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        "--api-url",
+        dest="url",
+        default="http://localhost:8000",
+        help="EventFlow API base URL (default: http://localhost:8000)",
+    )
+
+
+def _schema_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    schemas = sub.add_parser("schemas", help="list, show, check and push event schemas")
+    actions = schemas.add_subparsers(dest="action", required=True)
+    ls = actions.add_parser("list", help="registered event types")
+    show = actions.add_parser("show", help="one type's schema (latest or --version)")
+    show.add_argument("event_type")
+    show.add_argument("--version", type=int, default=None)
+    push = actions.add_parser("push", help="register FILE as the next version")
+    check = actions.add_parser(
+        "check", help="would FILE be accepted as the next version, and why not"
+    )
+    for p in (push, check):
+        p.add_argument("event_type")
+        p.add_argument("file", help="a JSON Schema (draft 2020-12) file; - for stdin")
+        p.add_argument(
+            "--compatibility",
+            choices=["backward", "none"],
+            default="backward",
+            help="none: register even if not backward compatible",
         )
+    for p in (ls, show, push, check):
+        _url_argument(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventflow.tools import run_tool
 
         return run_tool(args.command, vars(args))
+    if args.command == "schemas":
+        from eventflow.tools import schemas
+
+        return schemas.run(args)
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format, f"eventflow-{args.command}")
     if args.command == "api":

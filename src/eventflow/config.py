@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(default=300.0, ge=0)
     max_consumer_lag: int = Field(default=1_000_000, ge=0)
     db_pool_size: int = Field(default=10, ge=1)
+    max_json_depth: int = Field(default=32, ge=2, le=200)
+
+    # Event types (the schema registry).
+    unknown_event_types: Literal["reject", "accept"] = "reject"
+    schema_refresh_s: float = Field(default=2.0, gt=0, le=5.0)
 
     # Logs.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

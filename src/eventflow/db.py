@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -42,6 +43,7 @@ raw_events = Table(
     # accepted -> processed | failed
     Column("status", String(16), nullable=False, server_default="accepted"),
     Column("settled_at", DateTime(timezone=True)),
+    Column("schema_version", Integer),
     Index(
         "ix_raw_events_unsettled",
         "published_at",
@@ -70,6 +72,7 @@ processed_events = Table(
     ),
     Column("processed_by", String(255), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("1")),
+    Column("schema_version", Integer),
     Index("ix_processed_events_type_time", "event_type", "processed_at"),
     Index("ix_processed_events_processed_at", "processed_at"),
 )
@@ -91,8 +94,24 @@ failed_events = Table(
     ),
     Column("replayed_at", DateTime(timezone=True)),
     Column("replay_count", Integer, nullable=False, server_default=text("0")),
+    Column("schema_version", Integer),
     Index("ix_failed_events_failed_at", "failed_at"),
     Index("ix_failed_events_type", "event_type"),
+)
+
+# One row per version of an event type's JSON Schema (see eventflow.schemas).
+event_schemas = Table(
+    "event_schemas",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_type", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("schema", JSONB, nullable=False),
+    Column("compatibility", String(16), nullable=False),
+    Column(
+        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    UniqueConstraint("event_type", "version", name="uq_event_schemas_version"),
 )
 
 

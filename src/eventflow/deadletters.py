@@ -139,9 +139,11 @@ def _event_of(payload: str, properties: dict[str, Any] | None) -> Event:
         raise NotReplayable(
             "the stored payload is not an EventFlow event; purge it instead"
         ) from exc
+    # A replay is validated against the latest version of its type's schema: the
+    # fix that makes it pass may be a new version.
     if properties is None:
-        return event
-    return dataclasses.replace(event, properties=properties)
+        return dataclasses.replace(event, schema_version=None)
+    return dataclasses.replace(event, properties=properties, schema_version=None)
 
 
 async def replay(

@@ -36,6 +36,11 @@ class InvalidEvent(PermanentError):
         super().__init__(summary or "invalid event")
 
 
+class UnknownSchema(InvalidEvent):
+    """The event names a type or version that is not registered (or not loaded
+    yet, in a process that has not refreshed its registry)."""
+
+
 class UndecodableMessage(PermanentError):
     """A stream entry that is not an EventFlow message at all."""
 

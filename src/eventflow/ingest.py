@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -64,8 +64,10 @@ class GroupCommitter:
         streams: Streams,
         metrics: Metrics,
         max_batch: int = 2000,
+        label: Callable[[str], str] = str,
     ) -> None:
         self.engine = engine
+        self.label = label
         self.streams = streams
         self.metrics = metrics
         self.max_batch = max_batch
@@ -145,7 +147,7 @@ class GroupCommitter:
         self.metrics.ingest_batch_size.observe(len(to_store))
         fresh = [e for e in to_store if e.event_id in outcome.inserted]
         for event_type, n in Counter(e.event_type for e in fresh).items():
-            self.metrics.events_received.labels(event_type).inc(n)
+            self.metrics.events_received.labels(self.label(event_type)).inc(n)
         # Answer first: the events are durable now. Publishing is not on the path.
         claimed: set[UUID] = set()
         for events, future in batch:

@@ -1,4 +1,8 @@
-"""Pydantic models at the boundaries: API requests and answers, stream messages."""
+"""Pydantic models at the boundaries: API requests and answers, stream messages.
+
+The event envelope (id, type, user, time) is checked here; what an event type
+requires of it is its JSON Schema, checked by ``eventflow.schemas.registry``.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,22 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from eventflow import jsoncodec
 from eventflow.errors import InvalidEvent, UndecodableMessage
-from eventflow.eventtypes import EVENT_TYPES
+from eventflow.schemas.registry import SchemaRegistry
+
+# Stream messages are written by EventFlow (properties nested at most as deep as
+# the API allows, which is less than this), or are undecodable.
+MESSAGE_MAX_DEPTH = 250
 
 EXAMPLE_EVENT: dict[str, Any] = {
     "event_id": "0b8f3c2e-7d4a-4c1e-9f57-3a2b1c0d9e8f",
     "event_type": "purchase",
-    "user_id": "user-42",
-    "timestamp": "2026-11-26T10:15:00+05:30",
-    "properties": {"amount": 49.9, "currency": "EUR", "product_id": "sku-1"},
+    "user_id": "user_42",
+    "timestamp": "2026-11-26T10:15:00.123456",
+    "properties": {"amount": 2345.6789123456789, "currency": "EUR"},
 }
 
 
@@ -36,13 +44,23 @@ class EventIn(BaseModel):
         description="Client-chosen id; re-sending it is safe. Generated when absent.",
     )
     event_type: str = Field(
-        description="One of: " + ", ".join(EVENT_TYPES), examples=["purchase"]
+        min_length=1,
+        max_length=64,
+        description="A registered event type (`GET /schemas`).",
+        examples=["purchase"],
+    )
+    schema_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        description="Validate against this version of the type's schema; "
+        "default: the latest.",
     )
     user_id: str | None = Field(default=None, min_length=1, max_length=255)
     timestamp: datetime | None = Field(
         default=None,
-        description="When it happened; offsets are converted to UTC, naive times "
-        "are taken as UTC. Defaults to the time of receipt.",
+        description="When it happened; offsets are converted to UTC, times without "
+        "an offset are UTC. Defaults to the time of receipt.",
     )
     properties: dict[str, Any] = Field(default_factory=dict)
 
@@ -63,21 +81,22 @@ class Event:
     received_at: datetime
     correlation_id: str
     body_hash: str
+    schema_version: int | None = None
 
     def to_message(self) -> bytes:
         # orjson writes UUIDs and datetimes itself (RFC 4122, ISO 8601).
-        return orjson.dumps(
+        return jsoncodec.dumps(
             {
                 "id": self.event_id,
                 "type": self.event_type,
+                "ver": self.schema_version,
                 "user": self.user_id,
                 "ts": self.timestamp,
                 "props": self.properties,
                 "recv": self.received_at,
                 "cid": self.correlation_id,
                 "hash": self.body_hash,
-            },
-            default=str,  # e.g. the UUID type of rows read back from asyncpg
+            }
         )
 
 
@@ -88,9 +107,8 @@ def _loc_error(loc: tuple[str | int, ...], msg: str, kind: str) -> dict[str, Any
 def canonical_body(
     event_type: str, user_id: str | None, ts: datetime | None, props: dict[str, Any]
 ) -> bytes:
-    return orjson.dumps(
-        [event_type, user_id, ts.isoformat() if ts else None, props],
-        option=orjson.OPT_SORT_KEYS,
+    return jsoncodec.dumps(
+        [event_type, user_id, ts.isoformat() if ts else None, props], sort_keys=True
     )
 
 
@@ -100,6 +118,20 @@ def body_hash(
     """Fingerprint of what the client sent, to tell a re-send from a conflict."""
     canonical = canonical_body(event_type, user_id, ts, props)
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def event_document(
+    event_type: str, user_id: str | None, ts: datetime, props: dict[str, Any]
+) -> dict[str, Any]:
+    """What an event type's JSON Schema validates: the event, without its id."""
+    document: dict[str, Any] = {
+        "event_type": event_type,
+        "timestamp": ts.isoformat(),
+        "properties": props,
+    }
+    if user_id is not None:
+        document["user_id"] = user_id
+    return document
 
 
 def _has_nul(value: object) -> bool:
@@ -112,61 +144,71 @@ def _has_nul(value: object) -> bool:
     return False
 
 
+def parse_event(item: Any, loc_prefix: tuple[str | int, ...] = ("body",)) -> EventIn:
+    """The envelope of one event, or ``InvalidEvent`` naming each bad field."""
+    try:
+        return EventIn.model_validate(item)
+    except ValidationError as exc:
+        raise InvalidEvent(
+            [
+                _loc_error((*loc_prefix, *e["loc"]), e["msg"], e["type"])
+                for e in exc.errors(include_url=False)
+            ]
+        ) from exc
+
+
+def _utc(ts: datetime, loc: tuple[str | int, ...]) -> datetime:
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidEvent(
+            [
+                _loc_error(
+                    loc, "timestamp is out of range once converted to UTC", "range"
+                )
+            ]
+        ) from exc
+
+
 def validate_event(
     data: EventIn,
     *,
+    registry: SchemaRegistry,
     received_at: datetime,
     correlation_id: str,
     max_future_skew: timedelta,
     loc_prefix: tuple[str | int, ...] = ("body",),
 ) -> Event:
-    """Apply the per-type rules. Raises ``InvalidEvent`` naming each bad field."""
-    spec = EVENT_TYPES.get(data.event_type)
-    if spec is None:
-        raise InvalidEvent(
-            [
-                _loc_error(
-                    (*loc_prefix, "event_type"),
-                    f"unknown event type {data.event_type!r}; expected one of "
-                    + ", ".join(EVENT_TYPES),
-                    "enum",
-                )
-            ]
-        )
-    errors: list[dict[str, Any]] = []
-    if spec.requires_user_id and not data.user_id:
-        errors.append(
-            _loc_error(
-                (*loc_prefix, "user_id"),
-                f"user_id is required for {spec.name} events",
-                "missing",
-            )
-        )
-    ts = data.timestamp
-    if ts is not None:
-        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    """Check the timestamp and the event type's schema. Raises ``InvalidEvent``
+    naming each bad field (and the schema and version that refused it)."""
+    ts = received_at
+    if data.timestamp is not None:
+        ts = _utc(data.timestamp, (*loc_prefix, "timestamp"))
         if ts > received_at + max_future_skew:
-            errors.append(
-                _loc_error(
-                    (*loc_prefix, "timestamp"),
-                    "timestamp is too far in the future "
-                    f"(more than {int(max_future_skew.total_seconds())} s ahead)",
-                    "future",
-                )
+            raise InvalidEvent(
+                [
+                    _loc_error(
+                        (*loc_prefix, "timestamp"),
+                        "timestamp is in the future "
+                        f"(more than {int(max_future_skew.total_seconds())} s ahead)",
+                        "future",
+                    )
+                ]
             )
-    try:
-        props = spec.properties.model_validate(data.properties)
-    except ValidationError as exc:
-        errors.extend(
-            _loc_error((*loc_prefix, "properties", *e["loc"]), e["msg"], e["type"])
-            for e in exc.errors(include_url=False)
-        )
-    if errors:
-        raise InvalidEvent(errors)
-    normalized = props.model_dump(mode="json", exclude_none=True)
-    canonical = canonical_body(spec.name, data.user_id, ts, normalized)
+    props = data.properties
+    version = registry.validate(
+        data.event_type,
+        data.schema_version,
+        event_document(data.event_type, data.user_id, ts, props),
+        loc_prefix,
+    )
+    canonical = canonical_body(
+        data.event_type, data.user_id, data.timestamp and ts, props
+    )
     # Cheap test first: orjson writes a NUL character as the escape \u0000.
-    if b"\\u0000" in canonical and _has_nul([data.user_id, normalized]):
+    if b"\\u0000" in canonical and _has_nul([data.user_id, props]):
         # PostgreSQL text and jsonb cannot store NUL: refuse it here, alone,
         # rather than fail the group commit this event would share.
         field = "user_id" if data.user_id and "\x00" in data.user_id else "properties"
@@ -182,13 +224,14 @@ def validate_event(
     # Every value is validated above: construct without validating again.
     return Event(
         event_id=data.event_id or uuid4(),
-        event_type=spec.name,
+        event_type=data.event_type,
         user_id=data.user_id,
-        timestamp=ts or received_at,
-        properties=normalized,
+        timestamp=ts,
+        properties=props,
         received_at=received_at,
         correlation_id=correlation_id,
         body_hash=hashlib.sha256(canonical).hexdigest()[:32],
+        schema_version=version,
     )
 
 
@@ -205,14 +248,20 @@ def _optional_str(value: object) -> str | None:
     raise TypeError("expected a string")
 
 
+def _optional_version(value: object) -> int | None:
+    if value is None or (type(value) is int and value >= 1):
+        return value
+    raise TypeError("ver must be a positive integer")
+
+
 def decode_message(raw: bytes) -> Event:
     """Decode a stream entry written by EventFlow; anything else is undecodable.
 
     Checks every field's type by hand (this runs once per event in the worker's
-    hot loop); the event's own rules are checked afterwards by its event type.
+    hot loop); the event's own rules are checked afterwards by its schema.
     """
     try:
-        d = orjson.loads(raw)
+        d = jsoncodec.loads(raw, max_depth=MESSAGE_MAX_DEPTH)
         if not isinstance(d, dict):
             raise TypeError("the message is not an object")
         event_type, props = d["type"], d["props"]
@@ -227,8 +276,9 @@ def decode_message(raw: bytes) -> Event:
             received_at=_aware(d["recv"]),
             correlation_id=_optional_str(d.get("cid")) or "",
             body_hash=_optional_str(d.get("hash")) or "",
+            schema_version=_optional_version(d.get("ver")),
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (jsoncodec.InvalidJson, KeyError, TypeError, ValueError) as exc:
         raise UndecodableMessage(f"undecodable stream entry: {exc}") from exc
 
 
@@ -278,6 +328,7 @@ class BatchResult(BaseModel):
 class EventStatusOut(BaseModel):
     event_id: UUID
     event_type: str
+    schema_version: int | None = None
     status: EventStatus
     correlation_id: str | None
     received_at: datetime
@@ -293,7 +344,28 @@ class DependencyState(BaseModel):
     detail: str | None = None
 
 
+Health = Literal["healthy", "unhealthy"]
+
+
+class ServicesOut(BaseModel):
+    database: Health
+    redis: Health
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok", "degraded"]
+    """``status`` and ``services`` as the original EventFlow answered; ``postgres``
+    and ``redis`` add the reason when one is down."""
+
+    status: Health
+    timestamp: datetime
+    version: str
+    services: ServicesOut
     postgres: DependencyState
     redis: DependencyState
+
+
+class ServiceInfo(BaseModel):
+    service: str
+    version: str
+    status: Literal["running"]
+    docs: str

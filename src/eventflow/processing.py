@@ -1,44 +1,66 @@
-"""Validation and enrichment of one event, pure: models in, dicts out."""
+"""Validation and enrichment of one stream entry's event: the worker's pure step."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from eventflow.errors import InvalidEvent
-from eventflow.eventtypes import EVENT_TYPES, EnrichContext
-from eventflow.models import Event
+from eventflow.models import Event, event_document
+from eventflow.processors import EventView, Processor
+from eventflow.schemas.registry import SchemaRegistry
 
 
-def enrich(event: Event, now: datetime) -> dict[str, Any]:
-    """Validate ``event`` again (stream entries may come from anywhere) and return
-    its enrichment. Raises ``InvalidEvent`` for events that can never be stored.
+def enrich(
+    event: Event,
+    now: datetime,
+    registry: SchemaRegistry,
+    processors: Mapping[str, Processor],
+) -> tuple[int | None, dict[str, Any]]:
+    """Validate ``event`` again (stream entries may come from anywhere) against the
+    schema version the API recorded, and return that version and the enrichment.
+
+    Raises ``InvalidEvent`` for events that can never be stored; whatever a
+    processor raises dead-letters the event too.
 
     Who processed the event and when are columns of ``processed_events``
-    (``processed_by``, ``processed_at``); the enrichment holds what the event type
-    adds, plus the time from receipt to processing.
+    (``processed_by``, ``processed_at``); the enrichment holds what the event type's
+    processor adds, plus the time from receipt to processing.
     """
-    spec = EVENT_TYPES.get(event.event_type)
-    if spec is None:
-        raise InvalidEvent(
-            [{"loc": ["event_type"], "msg": "unknown event type", "type": "enum"}]
+    version = registry.validate(
+        event.event_type,
+        event.schema_version,
+        event_document(
+            event.event_type, event.user_id, event.timestamp, event.properties
+        ),
+        loc_prefix=(),
+    )
+    processor = processors.get(event.event_type)
+    extra: dict[str, Any] = {}
+    if processor is not None:
+        view = EventView(
+            event.event_id,
+            event.event_type,
+            version,
+            event.user_id,
+            event.timestamp,
+            event.received_at,
+            event.properties,
         )
-    if spec.requires_user_id and not event.user_id:
-        raise InvalidEvent(
-            [{"loc": ["user_id"], "msg": "user_id is required", "type": "missing"}]
-        )
-    try:
-        props = spec.properties.model_validate(event.properties)
-    except ValidationError as exc:
-        raise InvalidEvent(
-            [
-                {"loc": ["properties", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors(include_url=False)
-            ]
-        ) from exc
-    extra = spec.enrich(props, EnrichContext(event.user_id, event.timestamp))
+        result = processor(view)
+        if not isinstance(result, Mapping):
+            raise InvalidEvent(
+                [
+                    {
+                        "loc": ["enrichment"],
+                        "msg": f"the {event.event_type} processor returned "
+                        f"{type(result).__name__}, not an object",
+                        "type": "processor",
+                    }
+                ]
+            )
+        extra.update(result)
     latency_s = (now - event.received_at).total_seconds()
     extra["ingest_latency_ms"] = round(latency_s * 1000, 3)
-    return extra
+    return version, extra

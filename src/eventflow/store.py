@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventflow.jsoncodec import dumps
 from eventflow.models import Event
 
 # Insert every event of a group commit; report, for each id, whether this statement
@@ -24,14 +24,16 @@ _INSERT_RAW = text(
             CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:users AS text[]),
             CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
             CAST(:hashes AS text[]), CAST(:cids AS text[]),
-            CAST(:received AS timestamptz[])
-        ) AS t(event_id, event_type, user_id, ts, props, body_hash, cid, received_at)
+            CAST(:received AS timestamptz[]), CAST(:versions AS int[])
+        ) AS t(event_id, event_type, user_id, ts, props, body_hash, cid, received_at,
+               version)
     ),
     ins AS (
         INSERT INTO raw_events (event_id, event_type, user_id, event_timestamp,
-            properties, body_hash, correlation_id, received_at, published_at)
+            properties, body_hash, correlation_id, received_at, published_at,
+            schema_version)
         SELECT event_id, event_type, user_id, ts, CAST(props AS jsonb), body_hash,
-            cid, received_at, received_at
+            cid, received_at, received_at, version
         FROM incoming
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
@@ -72,10 +74,11 @@ async def insert_raw_events(
         "types": [e.event_type for e in events],
         "users": [e.user_id for e in events],
         "ts": [e.timestamp for e in events],
-        "props": [orjson.dumps(e.properties).decode() for e in events],
+        "props": [dumps(e.properties).decode() for e in events],
         "hashes": [e.body_hash for e in events],
         "cids": [e.correlation_id for e in events],
         "received": [e.received_at for e in events],
+        "versions": [e.schema_version for e in events],
     }
     inserted: set[UUID] = set()
     existing: dict[UUID, Existing] = {}
@@ -121,16 +124,18 @@ _INSERT_PROCESSED = text(
     WITH ins AS (
         INSERT INTO processed_events (event_id, event_type, user_id,
             event_timestamp, properties, enrichment, correlation_id, received_at,
-            processed_by, attempts)
+            processed_by, attempts, schema_version)
         SELECT t.event_id, t.event_type, t.user_id, t.ts, CAST(t.props AS jsonb),
-            CAST(t.enrichment AS jsonb), t.cid, t.received_at, :worker, t.attempts
+            CAST(t.enrichment AS jsonb), t.cid, t.received_at, :worker, t.attempts,
+            t.version
         FROM unnest(
             CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:users AS text[]),
             CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
             CAST(:enrichment AS text[]), CAST(:cids AS text[]),
-            CAST(:received AS timestamptz[]), CAST(:attempts AS int[])
+            CAST(:received AS timestamptz[]), CAST(:attempts AS int[]),
+            CAST(:versions AS int[])
         ) AS t(event_id, event_type, user_id, ts, props, enrichment, cid,
-               received_at, attempts)
+               received_at, attempts, version)
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
     ),
@@ -201,11 +206,12 @@ async def write_results(
                 "types": [e.event_type for e in events],
                 "users": [e.user_id for e in events],
                 "ts": [e.timestamp for e in events],
-                "props": [orjson.dumps(e.properties).decode() for e in events],
-                "enrichment": [orjson.dumps(p.enrichment).decode() for p in processed],
+                "props": [dumps(e.properties).decode() for e in events],
+                "enrichment": [dumps(p.enrichment).decode() for p in processed],
                 "cids": [e.correlation_id for e in events],
                 "received": [e.received_at for e in events],
                 "attempts": [p.attempts for p in processed],
+                "versions": [e.schema_version for e in events],
                 "worker": worker,
             },
         )

@@ -21,13 +21,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
-from eventflow.errors import InvalidEvent, UndecodableMessage
-from eventflow.eventtypes import EVENT_TYPES
+from eventflow.errors import InvalidEvent, UndecodableMessage, UnknownSchema
 from eventflow.metrics import Metrics
 from eventflow.models import Event, decode_message
 from eventflow.processing import enrich
+from eventflow.processors import Processor, load_processors
 from eventflow.reconciler import reconcile_once
 from eventflow.retry import is_transient, retrying
+from eventflow.schemas.registry import SchemaRegistry
 from eventflow.store import FailedRow, ProcessedRow, write_results
 from eventflow.streams import Entry, Streams
 
@@ -56,13 +57,18 @@ class Worker:
     redis: Redis
     metrics: Metrics = field(default_factory=Metrics)
     consumer: str = ""
+    processors: dict[str, Processor] = field(default_factory=load_processors)
 
     def __post_init__(self) -> None:
         self.consumer = self.consumer or self.settings.resolved_consumer_name()
         self.streams = Streams(
             self.redis, self.settings.stream_name, self.settings.consumer_group
         )
-        self.metrics.precreate(EVENT_TYPES)
+        self.registry = SchemaRegistry(
+            self.engine,
+            self.settings.schema_refresh_s,
+            self.settings.unknown_event_types,
+        )
         self._stopping = asyncio.Event()
         self._degraded = False
         self._last_claim = 0.0
@@ -108,6 +114,10 @@ class Worker:
                     await self._probe_database()
                     self._degraded = False
                     log.info("database reachable again; resuming")
+                if not self.registry.loaded:
+                    # Like any database outage: nothing is read until it answers.
+                    await self.registry.ensure_loaded()
+                    self.metrics.precreate(self.registry.types)
                 await self._maintenance(force=until_empty)
                 block = 1 if until_empty else s.worker_block_ms
                 entries = await self.streams.read(
@@ -209,6 +219,7 @@ class Worker:
                 timedelta(seconds=s.reconcile_min_age_s),
                 s.reconcile_batch_size,
             )
+        await self.registry.refresh()
         if now - self._last_housekeeping >= 5.0:
             self._last_housekeeping = now
             await self._refresh_gauges()
@@ -231,13 +242,23 @@ class Worker:
     async def handle(self, entries: Sequence[Entry]) -> BatchReport:
         """Process, commit and acknowledge one batch of stream entries."""
         start = time.perf_counter()
+        await self.registry.ensure_loaded()  # loaded already, unless called alone
         now = datetime.now(UTC)
         report = BatchReport()
         processed: list[ProcessedRow] = []
         failed: list[FailedRow] = []
         seen: set[uuid.UUID] = set()
-        for entry in entries:
-            row = self._process_entry(entry, now)
+        rows = [self._process_entry(entry, now) for entry in entries]
+        if any(r is None for r in rows):
+            # A type or version this process has not loaded yet (registered
+            # moments ago): look again before calling the event invalid.
+            await self.registry.refresh(force=True)
+            rows = [
+                r or self._process_entry(entry, now, final=True)
+                for entry, r in zip(entries, rows, strict=True)
+            ]
+        for row in rows:
+            assert row is not None
             if isinstance(row, FailedRow):
                 failed.append(row)
             elif row.event.event_id in seen:
@@ -269,11 +290,12 @@ class Worker:
             m.end_to_end_latency.observe((commit_time - received_at).total_seconds())
         report.processed = sum(by_type.values())
         for event_type, n in by_type.items():
-            m.events_processed.labels(event_type).inc(n)
+            m.events_processed.labels(self.registry.label(event_type)).inc(n)
         for f in failed:
             report.failed += 1
-            known = f.event_type if f.event_type in EVENT_TYPES else "unknown"
-            m.events_failed.labels(known, f.error_type).inc()
+            m.events_failed.labels(
+                self.registry.label(f.event_type), f.error_type
+            ).inc()
         if report.duplicates:
             m.duplicates.labels("worker").inc(report.duplicates)
             with contextlib.suppress(RedisError, OSError):  # statistics only
@@ -302,7 +324,11 @@ class Worker:
         )
         return report
 
-    def _process_entry(self, entry: Entry, now: datetime) -> ProcessedRow | FailedRow:
+    def _process_entry(
+        self, entry: Entry, now: datetime, final: bool = False
+    ) -> ProcessedRow | FailedRow | None:
+        """The row to write for ``entry``; ``None`` (unless ``final``) when its
+        event names a schema this process has not loaded."""
         raw = entry.data or b""
         try:
             if entry.data is None:
@@ -321,11 +347,15 @@ class Worker:
                 error_type="PoisonMessage",
             )
         try:
-            enrichment = enrich(event, now)
+            event.schema_version, enrichment = enrich(
+                event, now, self.registry, self.processors
+            )
+        except UnknownSchema as exc:
+            return self._dead_letter(entry, event, raw, exc) if final else None
         except InvalidEvent as exc:
             return self._dead_letter(entry, event, raw, exc)
         except Exception as exc:  # a bug in an enrichment must not stop the worker
-            log.exception("enrichment raised", extra={"event_id": str(event.event_id)})
+            log.exception("processor raised", extra={"event_id": str(event.event_id)})
             return self._dead_letter(entry, event, raw, exc)
         return ProcessedRow(event, enrichment, entry.deliveries)
 

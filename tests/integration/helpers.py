@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventflow.api import create_app
+from eventflow.config import Settings
+from eventflow.metrics import Metrics
 
 
 async def count(engine: AsyncEngine, table: str, where: str = "true") -> int:
     async with engine.connect() as conn:
         value = await conn.scalar(text(f"SELECT count(*) FROM {table} WHERE {where}"))
     return int(value or 0)
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of one more API (lifespan included), as a separate process would
+    be: its own pools, its own schema registry."""
+    app = create_app(settings, Metrics())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c

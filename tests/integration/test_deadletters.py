@@ -15,11 +15,10 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow import eventtypes
 from eventflow.api import create_app
 from eventflow.config import Settings
-from eventflow.eventtypes import EventType
 from eventflow.metrics import Metrics
+from eventflow.processors import EventView
 from eventflow.worker import Worker
 from tests.integration.helpers import count
 
@@ -33,7 +32,7 @@ def page_view(page: str = "/home") -> dict[str, Any]:
     }
 
 
-def _broken_page_view(props: Any, ctx: Any) -> dict[str, Any]:
+def _broken_page_view(event: EventView) -> dict[str, Any]:
     raise RuntimeError("geo lookup failed")
 
 
@@ -47,10 +46,10 @@ async def test_failed_event_is_listed_fixed_and_replayed_once(
     for body in (ok, bad):
         assert (await client.post("/events", json=body)).status_code == 202
     # A bug in one enrichment: the event is dead-lettered, the worker carries on.
-    spec = eventtypes.EVENT_TYPES["page_view"]
-    broken = EventType(spec.name, spec.properties, _broken_page_view)
-    monkeypatch.setitem(eventtypes.EVENT_TYPES, "page_view", broken)  # type: ignore[arg-type]
-    await make_worker().run(until_empty=True)
+    worker = make_worker()
+    fixed = worker.processors["page_view"]
+    worker.processors["page_view"] = _broken_page_view
+    await worker.run(until_empty=True)
     assert await count(engine, "failed_events") == 2
     status = (await client.get(f"/events/{bad['event_id']}")).json()
     assert status["status"] == "failed"
@@ -68,7 +67,7 @@ async def test_failed_event_is_listed_fixed_and_replayed_once(
         len(paged["items"]) == 1 and paged["next_after_id"] == paged["items"][0]["id"]
     )
 
-    monkeypatch.setitem(eventtypes.EVENT_TYPES, "page_view", spec)  # the fix
+    worker.processors["page_view"] = fixed  # the fix
     dry = await client.post(
         "/dead-letters/replay",
         json={"filter": {"event_type": "page_view"}, "dry_run": True},
@@ -235,10 +234,10 @@ async def test_dlq_command_line(
     message = orjson.dumps(
         {
             "id": event_id,
-            "type": "custom",
+            "type": "purchase",
             "user": None,
             "ts": "2026-01-01T00:00:00Z",
-            "props": {"name": "bad name with spaces"},
+            "props": {"amount": -1},
             "recv": "2026-01-01T00:00:00Z",
             "cid": "cli",
         }
@@ -254,7 +253,7 @@ async def test_dlq_command_line(
     invalid = next(i for i in page["items"] if i["error_type"] == "InvalidEvent")
     shown = _cli(settings, "show", str(invalid["id"]))
     assert orjson.loads(shown.stdout)["payload"]["id"] == event_id
-    table = _cli(settings, "list", "--type", "custom")
+    table = _cli(settings, "list", "--type", "purchase")
     assert "InvalidEvent" in table.stdout
 
     dry = _cli(settings, "replay", "--all", "--dry-run")

@@ -14,14 +14,13 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.api import create_app
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
 from eventflow.migrate import render_sql
 from eventflow.reconciler import reconcile_once
 from eventflow.streams import Streams
 from eventflow.worker import Worker
-from tests.integration.helpers import count
+from tests.integration.helpers import app_client, count
 
 
 def custom(n: int) -> dict[str, object]:
@@ -126,11 +125,8 @@ async def test_accepted_while_redis_unreachable_then_republished(
 ) -> None:
     # An API whose Redis is unreachable still stores events and answers 202.
     offline = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
-    app = create_app(offline, Metrics())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            answers = [await c.post("/events", json=custom(i)) for i in range(5)]
+    async with app_client(offline) as c:
+        answers = [await c.post("/events", json=custom(i)) for i in range(5)]
     assert [a.status_code for a in answers] == [202] * 5
     assert await count(engine, "raw_events", "status = 'accepted'") == 5
     # A worker with a working Redis republishes and processes them.

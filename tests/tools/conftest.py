@@ -49,7 +49,15 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 @pytest.fixture
-def live(settings: Settings, engine: AsyncEngine, tmp_path: Path) -> Iterator[Live]:
+def live_env() -> dict[str, str]:
+    """Extra environment for the live processes; override it in a test module."""
+    return {}
+
+
+@pytest.fixture
+def live(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path, live_env: dict[str, str]
+) -> Iterator[Live]:
     """``eventflow api`` and ``eventflow worker`` as subprocesses over the session's
     servers, with this test's own stream and group (``engine`` emptied the
     tables)."""
@@ -65,6 +73,7 @@ def live(settings: Settings, engine: AsyncEngine, tmp_path: Path) -> Iterator[Li
         "EVENTFLOW_WORKER_METRICS_PORT": "0",
         "EVENTFLOW_LOG_FORMAT": "text",
         "EVENTFLOW_LOG_LEVEL": "WARNING",
+        **live_env,
     }
     log = tmp_path / "eventflow.log"
     processes: list[subprocess.Popen[bytes]] = []

@@ -13,17 +13,17 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
 from eventflow import __version__
-from eventflow.api import deadletters, events, health, summary
+from eventflow.api import deadletters, events, health, schemas, summary
 from eventflow.api.context import ApiContext
 from eventflow.api.middleware import CorrelationMiddleware
 from eventflow.api.responses import Json
 from eventflow.config import Settings
 from eventflow.db import create_engine
 from eventflow.errors import DependencyUnavailable, InvalidEvent, Overloaded
-from eventflow.eventtypes import EVENT_TYPES
 from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
 from eventflow.retry import is_transient
+from eventflow.schemas.registry import SchemaRegistry
 from eventflow.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -87,23 +87,28 @@ def _overloaded(request: Request, exc: Exception) -> Json:
 def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     database_url, redis_url = settings.require_urls()
     metrics = metrics or Metrics()
-    metrics.precreate(EVENT_TYPES)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(database_url, settings.db_pool_size)
         redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         streams = Streams(redis, settings.stream_name, settings.consumer_group)
+        registry = SchemaRegistry(
+            engine, settings.schema_refresh_s, settings.unknown_event_types
+        )
         ctx = ApiContext(
             settings=settings,
             engine=engine,
             redis=redis,
             streams=streams,
             committer=GroupCommitter(
-                engine, streams, metrics, settings.ingest_max_batch
+                engine, streams, metrics, settings.ingest_max_batch, registry.label
             ),
             metrics=metrics,
+            registry=registry,
         )
+        # PostgreSQL down: requests answer 503 until the schemas can be loaded.
+        await ctx.refresh_schemas()
         # Redis down: accept anyway, the reconciler publishes once it is back.
         with contextlib.suppress(Exception):
             await streams.ensure_group()
@@ -132,4 +137,5 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(summary.router)
     app.include_router(deadletters.router)
+    app.include_router(schemas.router)
     return app

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.config import Settings
 from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
+from eventflow.schemas.registry import SchemaRegistry
 from eventflow.streams import Streams, StreamState
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class ApiContext:
     streams: Streams
     committer: GroupCommitter
     metrics: Metrics
+    registry: SchemaRegistry
     stream_state: StreamState | None = None
     postgres_error: str | None = None
     redis_error: str | None = None
@@ -62,6 +64,14 @@ class ApiContext:
         self.stream_state = state
         self.metrics.set_stream_state(state)
 
+    async def refresh_schemas(self, force: bool = False) -> None:
+        """New schema versions reach this process within ``schema_refresh_s``."""
+        try:
+            if await self.registry.refresh(force):
+                self.metrics.precreate(self.registry.types)
+        except Exception as exc:
+            log.warning("could not refresh event schemas", extra={"error": str(exc)})
+
     def backlog(self) -> int:
         state = self.stream_state
         return 0 if state is None else state.lag + state.pending
@@ -76,6 +86,8 @@ class ApiContext:
             await asyncio.gather(self.check_postgres(), self.check_redis())
             if self.redis_error is None:
                 await self.refresh_stream_state()
+            if self.postgres_error is None:
+                await self.refresh_schemas()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), 1.0)
 

@@ -8,16 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import orjson
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from eventflow import jsoncodec
 from eventflow.api.deps import Context
 from eventflow.api.responses import Json
 from eventflow.db import failed_events, processed_events, raw_events
-from eventflow.errors import InvalidEvent, Overloaded
+from eventflow.errors import InvalidEvent, Overloaded, UnknownSchema
 from eventflow.ingest import Outcome
 from eventflow.models import (
     BatchIn,
@@ -27,6 +26,7 @@ from eventflow.models import (
     EventIn,
     EventStatus,
     EventStatusOut,
+    parse_event,
     validate_event,
 )
 
@@ -51,6 +51,53 @@ def _check_backpressure(ctx: Context) -> None:
         raise Overloaded(f"consumer backlog {ctx.backlog()} exceeds {limit}")
 
 
+def _single_event_body() -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": EventIn.model_json_schema()}},
+        }
+    }
+
+
+def _parse_body(body: bytes, ctx: Context) -> Any:
+    """The JSON body with every number exact, or a 422 saying what is wrong."""
+    try:
+        return jsoncodec.loads(body, ctx.settings.max_json_depth)
+    except jsoncodec.InvalidJson as exc:
+        raise InvalidEvent(
+            [{"loc": ["body", *exc.path], "msg": str(exc), "type": "json_invalid"}]
+        ) from exc
+
+
+async def _validate(
+    item: Any,
+    ctx: Context,
+    now: datetime,
+    correlation_id: str,
+    prefix: tuple[str | int, ...],
+) -> Event:
+    data = parse_event(item, prefix)
+
+    def check() -> Event:
+        return validate_event(
+            data,
+            registry=ctx.registry,
+            received_at=now,
+            correlation_id=correlation_id,
+            max_future_skew=timedelta(seconds=ctx.settings.max_future_skew_s),
+            loc_prefix=prefix,
+        )
+
+    try:
+        return check()
+    except UnknownSchema:
+        # Registered through another API process a moment ago? Look once more.
+        if not await ctx.registry.refresh_after_miss():
+            raise
+    return check()
+
+
 @router.post(
     "/events",
     status_code=status.HTTP_202_ACCEPTED,
@@ -58,21 +105,27 @@ def _check_backpressure(ctx: Context) -> None:
     responses={
         200: {"model": EventAccepted, "description": "Duplicate of an accepted event"},
         409: {"description": "event_id already accepted with a different body"},
-        422: {"description": "Invalid event; `detail` names each bad field"},
+        422: {
+            "description": "Invalid event; `detail` names each bad field, and the "
+            "schema and version that refused it"
+        },
         429: {"description": "Consumers are behind; retry after `Retry-After`"},
         503: {"description": "PostgreSQL unavailable; nothing was stored"},
     },
     summary="Accept one event",
+    openapi_extra=_single_event_body(),
 )
-async def post_event(body: EventIn, request: Request, ctx: Context) -> Json:
+async def post_event(request: Request, ctx: Context) -> Json:
     """Store the event durably and queue it. ``202`` means it is in PostgreSQL."""
     _check_backpressure(ctx)
+    await ctx.registry.ensure_loaded()
     now = datetime.now(UTC)
-    event = validate_event(
-        body,
-        received_at=now,
-        correlation_id=request.state.correlation_id,
-        max_future_skew=timedelta(seconds=ctx.settings.max_future_skew_s),
+    event = await _validate(
+        _parse_body(await request.body(), ctx),
+        ctx,
+        now,
+        request.state.correlation_id,
+        ("body",),
     )
     (result,) = await ctx.committer.submit([event])
     if result.outcome is Outcome.conflict:
@@ -116,7 +169,7 @@ async def post_batch(request: Request, ctx: Context) -> Json:
     """Each item is judged alone: valid items are accepted even when others are not.
     The answer is ``200`` when the request itself was well formed; read
     ``results[i].status`` (accepted, duplicate, conflict or invalid)."""
-    items = _batch_items(await request.body())
+    items = _batch_items(_parse_body(await request.body(), ctx))
     limit = ctx.settings.max_batch_request
     if len(items) > limit:
         ctx.metrics.events_rejected.labels("too_large").inc(len(items))
@@ -124,29 +177,14 @@ async def post_batch(request: Request, ctx: Context) -> Json:
             413, f"events: at most {limit} events per batch, got {len(items)}"
         )
     _check_backpressure(ctx)
+    await ctx.registry.ensure_loaded()
     now = datetime.now(UTC)
-    skew = timedelta(seconds=ctx.settings.max_future_skew_s)
     cid: str = request.state.correlation_id
     results: list[dict[str, Any]] = [{} for _ in items]
     valid: list[tuple[int, Event]] = []
     for index, item in enumerate(items):
-        prefix: tuple[str | int, ...] = ("body", "events", index)
         try:
-            parsed = EventIn.model_validate(item)
-            event = validate_event(
-                parsed,
-                received_at=now,
-                correlation_id=cid,
-                max_future_skew=skew,
-                loc_prefix=prefix,
-            )
-        except ValidationError as exc:
-            errors: list[dict[str, Any]] = [
-                {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors(include_url=False)
-            ]
-            results[index] = {"index": index, "status": "invalid", "errors": errors}
-            continue
+            event = await _validate(item, ctx, now, cid, ("body", "events", index))
         except InvalidEvent as exc:
             results[index] = {"index": index, "status": "invalid", "errors": exc.errors}
             continue
@@ -180,14 +218,8 @@ async def post_batch(request: Request, ctx: Context) -> Json:
     )
 
 
-def _batch_items(body: bytes) -> list[Any]:
+def _batch_items(data: Any) -> list[Any]:
     """The ``events`` list of a batch body, or a 422 saying what is wrong."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(
-            [{"loc": ["body"], "msg": f"invalid JSON: {exc}", "type": "json_invalid"}]
-        ) from exc
     if not isinstance(data, dict) or set(data) != {"events"}:
         raise InvalidEvent(
             [
@@ -223,6 +255,7 @@ async def get_event(event_id: UUID, ctx: Context) -> EventStatusOut:
     query = (
         select(
             raw_events.c.event_type,
+            raw_events.c.schema_version,
             raw_events.c.correlation_id,
             raw_events.c.received_at,
             raw_events.c.publish_count,
@@ -253,6 +286,7 @@ async def get_event(event_id: UUID, ctx: Context) -> EventStatusOut:
     return EventStatusOut(
         event_id=event_id,
         event_type=row.event_type,
+        schema_version=row.schema_version,
         status=state,
         correlation_id=row.correlation_id,
         received_at=row.received_at,

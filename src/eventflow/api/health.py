@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from eventflow import __version__
 from eventflow.api.deps import Context
 from eventflow.api.responses import Json
-from eventflow.models import DependencyState, HealthOut
+from eventflow.models import DependencyState, HealthOut, ServiceInfo, ServicesOut
 
 router = APIRouter(tags=["operations"])
 
@@ -31,13 +33,27 @@ async def health(ctx: Context) -> Json:
     """Checks PostgreSQL and Redis now; ``503`` when either is down."""
     pg, rd = await asyncio.gather(ctx.check_postgres(), ctx.check_redis())
     body = HealthOut(
-        status="ok" if pg is None and rd is None else "degraded",
+        status="healthy" if pg is None and rd is None else "unhealthy",
+        timestamp=datetime.now(UTC),
+        version=__version__,
+        services=ServicesOut(
+            database="healthy" if pg is None else "unhealthy",
+            redis="healthy" if rd is None else "unhealthy",
+        ),
         postgres=_dep(pg),
         redis=_dep(rd),
     )
     return Json(
-        body.model_dump(exclude_none=True),
-        status_code=200 if body.status == "ok" else 503,
+        body.model_dump(mode="json", exclude_none=True),
+        status_code=200 if body.status == "healthy" else 503,
+    )
+
+
+@router.get("/", response_model=ServiceInfo, summary="What this service is")
+async def root() -> ServiceInfo:
+    """The service's name and version, and where its documentation is."""
+    return ServiceInfo(
+        service="EventFlow API", version=__version__, status="running", docs="/docs"
     )
 
 
