@@ -16,15 +16,31 @@ deeper than the configured limit are refused with ``InvalidJson``.
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-# Runs of 16+ digits (dots included) or a three-digit exponent: the only literals
-# a double may not carry exactly. A match inside a string only costs the slow path.
-_MAYBE_INEXACT = re.compile(rb"[0-9.]{16,}|[eE][-+]?[0-9]{3}")
+# Runs of 16+ digits (dots included) or a three-digit exponent are the only
+# literals a double may not carry exactly. Found with one byte translation and
+# substring searches (C loops, several times faster than a regular expression);
+# a match inside a string only costs the slow path.
+_CLASSES = bytearray(b"x" * 256)
+for _byte in b"0123456789.":
+    _CLASSES[_byte] = ord("1")
+for _byte in b"eE":
+    _CLASSES[_byte] = ord("e")
+for _byte in b"+-":
+    _CLASSES[_byte] = ord("s")
+_CLASS_TABLE = bytes(_CLASSES)
+_LONG_RUN, _EXPONENTS = b"1" * 16, (b"e111", b"es111")
+
+
+def _maybe_inexact(raw: bytes) -> bool:
+    classes = raw.translate(_CLASS_TABLE)
+    return _LONG_RUN in classes or any(e in classes for e in _EXPONENTS)
+
+
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -58,12 +74,14 @@ def _no_constant(name: str) -> Any:
 def loads(body: bytes | str, max_depth: int = 64) -> Any:
     """Parse ``body`` keeping every number exactly; see the module docstring."""
     raw = body.encode() if isinstance(body, str) else body
-    if _MAYBE_INEXACT.search(raw) is None:
+    if not _maybe_inexact(raw):
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise InvalidJson(f"invalid JSON: {exc}") from exc
-        check_depth(value, max_depth)
+        # Nesting needs brackets: a body with fewer cannot be too deep.
+        if raw.count(b"{") + raw.count(b"[") > max_depth:
+            check_depth(value, max_depth)
         return value
     try:
         value = json.loads(
