@@ -21,24 +21,17 @@ from typing import Any
 
 import orjson
 
-# Runs of 16+ digits (dots included) or a three-digit exponent are the only
-# literals a double may not carry exactly. Found with one byte translation and
-# substring searches (C loops, several times faster than a regular expression);
-# a match inside a string only costs the slow path.
-_CLASSES = bytearray(b"x" * 256)
-for _byte in b"0123456789.":
-    _CLASSES[_byte] = ord("1")
-for _byte in b"eE":
-    _CLASSES[_byte] = ord("e")
-for _byte in b"+-":
-    _CLASSES[_byte] = ord("s")
-_CLASS_TABLE = bytes(_CLASSES)
-_LONG_RUN, _EXPONENTS = b"1" * 16, (b"e111", b"es111")
-
-
-def _maybe_inexact(raw: bytes) -> bool:
-    classes = raw.translate(_CLASS_TABLE)
-    return _LONG_RUN in classes or any(e in classes for e in _EXPONENTS)
+# A literal with more than 15 significant digits may not fit a double: a run of
+# 16+ digits (dots included) sends the body to the exact parser. Found with one
+# byte translation and a substring search (C loops, several times faster than a
+# regular expression); a run inside a string only costs the slow path. The other
+# inexact literals have a large exponent: orjson refuses an overflow (then the
+# exact parser reads it), and an underflow reads as 0.0, which the walk checks.
+_CLASSES = {**dict.fromkeys(b"0123456789.", ord("1")), ord("e"): ord("e")}
+_CLASSES |= {ord("E"): ord("e"), ord("-"): ord("s")}
+_CLASS_TABLE = bytes(_CLASSES.get(b, ord("x")) for b in range(256))
+_LONG_RUN = b"1" * 16
+_NEGATIVE_EXPONENT = b"1es1"  # a digit, e or E, minus, a digit
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -74,15 +67,21 @@ def _no_constant(name: str) -> Any:
 def loads(body: bytes | str, max_depth: int = 64) -> Any:
     """Parse ``body`` keeping every number exactly; see the module docstring."""
     raw = body.encode() if isinstance(body, str) else body
-    if not _maybe_inexact(raw):
+    classes = raw.translate(_CLASS_TABLE)
+    if _LONG_RUN not in classes:
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise InvalidJson(f"invalid JSON: {exc}") from exc
-        # Nesting needs brackets: a body with fewer cannot be too deep.
-        if raw.count(b"{") + raw.count(b"[") > max_depth:
-            check_depth(value, max_depth)
-        return value
+            if "infinity" not in str(exc):  # anything else is not JSON
+                raise InvalidJson(f"invalid JSON: {exc}") from exc
+        else:
+            # Nesting needs brackets: a body with fewer cannot be too deep.
+            deep = raw.count(b"{") + raw.count(b"[") > max_depth
+            zeros = _NEGATIVE_EXPONENT in classes
+            if not (deep or zeros) or _walk(value, max_depth, zeros):
+                return value
+            check_depth(value, max_depth)  # raises, naming the place
+            # else: a 0.0 that may be an underflow (1e-400): read it exactly
     try:
         value = json.loads(
             raw,
@@ -96,6 +95,20 @@ def loads(body: bytes | str, max_depth: int = 64) -> Any:
         raise InvalidJson(f"invalid JSON: {exc}") from exc
     check_depth(value, max_depth, strings=True)
     return value
+
+
+def _walk(value: Any, depth_left: int, zeros: bool) -> bool:
+    """False if ``value`` nests deeper than ``depth_left`` or (with ``zeros``)
+    holds a float 0.0. One pass, no path: the slower ``check_depth`` names it."""
+    items = value.values() if type(value) is dict else value
+    for item in items:
+        kind = type(item)
+        if kind is dict or kind is list:
+            if depth_left <= 1 or not _walk(item, depth_left - 1, zeros):
+                return False
+        elif zeros and kind is float and item == 0.0:
+            return False
+    return True
 
 
 def check_depth(

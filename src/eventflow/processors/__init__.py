@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 log = logging.getLogger(__name__)
@@ -29,9 +28,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "eventflow.processors"
 
 
-@dataclass(frozen=True, slots=True)
-class EventView:
-    """What a processor sees of an event.
+class EventView(NamedTuple):
+    """What a processor sees of an event (read-only).
 
     Numbers in ``properties`` are ``int`` or ``float``, or ``decimal.Decimal`` for a
     number a double cannot hold exactly (more than 15 significant digits, integers
