@@ -5,7 +5,9 @@ the running ``eventflow`` process, reads its subcommand and checks:
 
 * ``api``: ``GET /health/live`` on the API port (``--port``, else
   ``EVENTFLOW_API_PORT``, else 8000);
-* ``worker``: ``GET /metrics`` on ``EVENTFLOW_WORKER_METRICS_PORT`` (default 9100);
+* ``worker``: ``GET /metrics`` on ``EVENTFLOW_WORKER_METRICS_PORT`` (default 9100),
+  and its consumer loop's heartbeat no older than ``EVENTFLOW_WORKER_LIVENESS_S``
+  (default 60 s);
 * anything else (``migrate``, one-off commands): healthy, nothing to probe.
 
 Exit status 0 means healthy, 1 unhealthy, as Docker's HEALTHCHECK expects.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,19 +75,47 @@ def probe_url(args: Sequence[str] | None, env: Mapping[str, str]) -> str | None:
     return None
 
 
-def check(url: str, timeout: float = TIMEOUT_S) -> bool:
+HEARTBEAT = "eventflow_worker_heartbeat_timestamp_seconds"
+DEFAULT_LIVENESS_S = 60.0
+
+
+def heartbeat_age(metrics_text: str, now: float) -> float | None:
+    """Seconds since the worker's consumer loop last went round, from its
+    Prometheus metrics; None when the heartbeat is missing."""
+    for line in metrics_text.splitlines():
+        if line.startswith(HEARTBEAT + " "):
+            return now - float(line.split()[1])
+    return None
+
+
+def check(url: str, timeout: float = TIMEOUT_S, max_age_s: float | None = None) -> bool:
+    """The URL answers 2xx; with ``max_age_s``, its heartbeat is that fresh too
+    (a worker whose loop is stuck or dead is not alive, even if its metrics
+    thread answers)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= int(response.status) < 300
+            if not 200 <= int(response.status) < 300:
+                return False
+            if max_age_s is None:
+                return True
+            age = heartbeat_age(response.read().decode(), time.time())
+            return age is not None and age <= max_age_s
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
 def main() -> int:
-    url = probe_url(eventflow_args(_process_argvs()), os.environ)
+    args = eventflow_args(_process_argvs())
+    url = probe_url(args, os.environ)
     if url is None:
         return 0
-    healthy = check(url)
+    is_worker = bool(args) and args[0] == "worker"
+    max_age = (
+        float(os.environ.get("EVENTFLOW_WORKER_LIVENESS_S", DEFAULT_LIVENESS_S))
+        if is_worker
+        else None
+    )
+    healthy = check(url, max_age_s=max_age)
     if not healthy:
         print(f"unhealthy: {url}", file=sys.stderr)
     return 0 if healthy else 1

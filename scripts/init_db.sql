@@ -102,5 +102,17 @@ INSERT INTO event_schemas (event_type, version, schema, compatibility) VALUES ('
 
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
 
+-- Running upgrade 0002 -> 0003
+
+ALTER TABLE failed_events ALTER COLUMN event_type TYPE TEXT;
+
+ALTER TABLE failed_events ALTER COLUMN error_type TYPE TEXT;
+
+ALTER TABLE failed_events ALTER COLUMN correlation_id TYPE TEXT;
+
+ALTER TABLE failed_events ALTER COLUMN stream_entry_id TYPE TEXT;
+
+UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
+
 COMMIT;
 

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     reconcile_min_age_s: float = Field(default=10.0, ge=0)
     reconcile_batch_size: int = Field(default=5000, ge=1)
+    reconcile_publish_slack_s: float = Field(default=5.0, ge=0)
+
+    # Connections.
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_command_timeout_s: float = Field(default=60.0, gt=0)
+    redis_connect_timeout_s: float = Field(default=2.0, gt=0)
+    redis_socket_timeout_s: float = Field(default=5.0, gt=0)
+    health_check_timeout_s: float = Field(default=2.0, gt=0)
+    publish_backoff_s: float = Field(default=1.0, ge=0)
+    ingest_retry_attempts: int = Field(default=3, ge=1)
+    ingest_queue_limit: int = Field(default=20_000, ge=1)
+    ingest_deadline_s: float = Field(default=10.0, gt=0)
 
     # API.
     api_host: str = "0.0.0.0"

@@ -19,6 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from eventflow.config import Settings
+
 metadata = MetaData()
 
 raw_events = Table(
@@ -82,13 +84,14 @@ failed_events = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
-    Column("event_type", String(64)),
+    # Text: a dead letter stores whatever the entry held (migration 0003).
+    Column("event_type", Text),
     Column("payload", Text, nullable=False),
     Column("error", Text, nullable=False),
-    Column("error_type", String(128), nullable=False),
+    Column("error_type", Text, nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("1")),
-    Column("correlation_id", String(128)),
-    Column("stream_entry_id", String(64)),
+    Column("correlation_id", Text),
+    Column("stream_entry_id", Text),
     Column(
         "failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()
     ),
@@ -115,18 +118,34 @@ event_schemas = Table(
 )
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg-backed engine; one per process, built by the entry point."""
+def create_engine(
+    url: str,
+    pool_size: int = 10,
+    connect_timeout_s: float = 5.0,
+    command_timeout_s: float = 60.0,
+) -> AsyncEngine:
+    """An asyncpg-backed engine; one per process, built by the entry point.
+
+    Statement parameters (event data) never appear in SQLAlchemy's errors or logs.
+    """
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=False,
         pool_recycle=1800,
+        hide_parameters=True,
         connect_args={
             # Naive timestamps in messages are UTC, as the API treats them.
             "server_settings": {"application_name": "eventflow", "timezone": "UTC"},
-            "timeout": 5,  # connecting
-            "command_timeout": 60,
+            "timeout": connect_timeout_s,
+            "command_timeout": command_timeout_s,
         },
+    )
+
+
+def engine_for(settings: Settings, url: str, pool_size: int) -> AsyncEngine:
+    """The engine with the settings' timeouts."""
+    return create_engine(
+        url, pool_size, settings.db_connect_timeout_s, settings.db_command_timeout_s
     )

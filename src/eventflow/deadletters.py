@@ -9,11 +9,11 @@ transaction that writes ``processed_events``: the event still ends as one row.
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,18 +22,37 @@ from eventflow.errors import UndecodableMessage
 from eventflow.models import Event, decode_message
 from eventflow.streams import Streams
 
+# A filter's text cannot hold NUL (PostgreSQL text cannot), nor be unbounded.
+FilterText = Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")]
+# Ids are PostgreSQL bigints.
+DeadLetterId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
 
 class DeadLetterFilter(BaseModel):
     """Which dead letters an operation applies to; every field narrows it."""
 
-    event_type: str | None = None
-    error_type: str | None = Field(default=None, description="Exact error class")
-    error: str | None = Field(default=None, description="Substring of the error")
+    event_type: FilterText | None = None
+    error_type: FilterText | None = Field(default=None, description="Exact error class")
+    error: FilterText | None = Field(default=None, description="Substring of the error")
     since: datetime | None = Field(default=None, description="failed_at >= since")
     until: datetime | None = Field(default=None, description="failed_at < until")
     include_replayed: bool = Field(
         default=False, description="Also match dead letters already replayed"
     )
+
+    @field_validator("since", "until")
+    @classmethod
+    def _representable(cls, value: datetime | None) -> datetime | None:
+        """A time PostgreSQL can compare with: aware, within years 1 to 9999 in
+        UTC (a naive time is UTC)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError("out of range once converted to UTC") from exc
 
 
 class DeadLetter(BaseModel):

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from eventflow import deadletters as dl
 from eventflow.config import Settings
-from eventflow.db import create_engine
+from eventflow.db import engine_for
 from eventflow.streams import Streams
 
 
@@ -76,7 +76,7 @@ def _has_filter(args: argparse.Namespace) -> bool:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     database_url, redis_url = settings.require_urls()
-    engine = create_engine(database_url, pool_size=2)
+    engine = engine_for(settings, database_url, pool_size=2)
     redis = Redis.from_url(redis_url)
     console = Console()
     try:

@@ -47,3 +47,15 @@ class UndecodableMessage(PermanentError):
 
 class Overloaded(EventFlowError):
     """Consumers are too far behind; the client should retry after a delay."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """What a client may see of a dependency failure: a category, never the
+    server's own message (it may name hosts, users or data)."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError | OSError):
+        return "unreachable"
+    if isinstance(exc, DependencyUnavailable):
+        return "unavailable"
+    return f"error ({type(exc).__name__})"

@@ -22,7 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from eventflow.errors import DependencyUnavailable
+from eventflow.errors import DependencyUnavailable, short_reason
 from eventflow.metrics import Metrics
 from eventflow.models import Event
 from eventflow.retry import is_transient
@@ -31,19 +31,23 @@ from eventflow.streams import Streams
 
 log = logging.getLogger(__name__)
 
-PUBLISH_BACKOFF_S = 1.0
-
 
 class Outcome(Enum):
     accepted = "accepted"
     duplicate = "duplicate"
     conflict = "conflict"
+    refused = "refused"  # PostgreSQL refused this event itself: nothing stored
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     outcome: Outcome
     received_at: datetime
+    error: str | None = None
+
+
+class RefusedByDatabase(Exception):
+    """A permanent database error for a group: some event in it cannot be stored."""
 
 
 _Pending = tuple[Sequence[Event], "asyncio.Future[list[Result]]"]
@@ -65,13 +69,22 @@ class GroupCommitter:
         metrics: Metrics,
         max_batch: int = 2000,
         label: Callable[[str], str] = str,
+        publish_backoff_s: float = 1.0,
+        insert_attempts: int = 3,
+        max_queued: int = 20_000,
+        deadline_s: float = 10.0,
     ) -> None:
         self.engine = engine
         self.label = label
+        self.publish_backoff_s = publish_backoff_s
+        self.insert_attempts = insert_attempts
         self.streams = streams
         self.metrics = metrics
         self.max_batch = max_batch
+        self.max_queued = max_queued
+        self.deadline_s = deadline_s
         self._queue: list[_Pending] = []
+        self._queued = 0  # events in the queue
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -88,13 +101,35 @@ class GroupCommitter:
             await self._task
 
     async def submit(self, events: Sequence[Event]) -> list[Result]:
+        """Store ``events`` with the next group; one result per event.
+
+        Refused at once (``DependencyUnavailable``, a 503) when the queue holds
+        ``max_queued`` events; a request still queued after ``deadline_s`` is
+        taken out and refused the same way, with nothing stored. A request whose
+        group is already being written waits for that write's outcome.
+        """
         if self._closing:
             raise DependencyUnavailable("api", "shutting down")
+        if self._queued + len(events) > self.max_queued:
+            self.metrics.events_rejected.labels("overloaded").inc(len(events))
+            raise DependencyUnavailable("api", "the ingest queue is full")
         future: asyncio.Future[list[Result]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.append((events, future))
+        item = (events, future)
+        self._queue.append(item)
+        self._queued += len(events)
         self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.deadline_s)
+        except TimeoutError:
+            if item in self._queue:
+                self._queue.remove(item)
+                self._queued -= len(events)
+                future.cancel()
+                raise DependencyUnavailable(
+                    "postgres", "no commit within the deadline"
+                ) from None
         return await future
 
     async def _run(self) -> None:
@@ -111,6 +146,7 @@ class GroupCommitter:
                 not batch or size + len(self._queue[0][0]) <= self.max_batch
             ):
                 item = self._queue.pop(0)
+                self._queued -= len(item[0])
                 batch.append(item)
                 size += len(item[0])
             try:
@@ -133,7 +169,12 @@ class GroupCommitter:
             for event in events:
                 unique.setdefault(event.event_id, event)
         to_store = list(unique.values())
-        outcome = await self._insert(to_store)
+        refused: dict[UUID, str] = {}
+        try:
+            outcome = await self._insert(to_store)
+        except RefusedByDatabase:
+            # Confine the failure to the events that cause it.
+            outcome = await self._insert_isolating(to_store, refused)
         # A retried INSERT whose first attempt did commit finds our own rows: they
         # carry our receipt time, so they are ours, not duplicates.
         for event_id, stored in list(outcome.existing.items()):
@@ -153,6 +194,13 @@ class GroupCommitter:
         for events, future in batch:
             results = []
             for event in events:
+                if event.event_id in refused:
+                    results.append(
+                        Result(
+                            Outcome.refused, event.received_at, refused[event.event_id]
+                        )
+                    )
+                    continue
                 if event.event_id in outcome.inserted and event.event_id not in claimed:
                     claimed.add(event.event_id)
                     results.append(Result(Outcome.accepted, event.received_at))
@@ -178,7 +226,7 @@ class GroupCommitter:
         (a restarted database leaves dead connections in the pool)."""
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(3),
+                stop=stop_after_attempt(self.insert_attempts),
                 wait=wait_exponential_jitter(multiplier=0.05, max=0.5, jitter=0.05),
                 retry=retry_if_exception(is_transient),
                 reraise=True,
@@ -186,12 +234,39 @@ class GroupCommitter:
                 with attempt:
                     return await insert_raw_events(self.engine, events)
         except (OSError, DBAPIError, OperationalError) as exc:
-            raise DependencyUnavailable("postgres", str(exc)[:200]) from exc
+            log.warning(
+                "group commit insert failed",
+                extra={
+                    "events": len(events),
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                },
+            )
+            if isinstance(exc, DBAPIError) and not is_transient(exc):
+                raise RefusedByDatabase(_sqlstate_reason(exc)) from exc
+            raise DependencyUnavailable("postgres", short_reason(exc)) from exc
         raise AssertionError("unreachable")
+
+    async def _insert_isolating(
+        self, events: list[Event], refused: dict[UUID, str]
+    ) -> InsertOutcome:
+        """Insert in halves until each event the database refuses is alone; the
+        refused ones go to ``refused`` (id -> reason), the rest are stored."""
+        try:
+            return await self._insert(events)
+        except RefusedByDatabase as exc:
+            if len(events) == 1:
+                refused[events[0].event_id] = str(exc)
+                return InsertOutcome(set(), {})
+        middle = len(events) // 2
+        first = await self._insert_isolating(events[:middle], refused)
+        second = await self._insert_isolating(events[middle:], refused)
+        return InsertOutcome(
+            first.inserted | second.inserted, {**first.existing, **second.existing}
+        )
 
     async def _publish(self, events: list[Event]) -> None:
         """Publish after the commit. After a failure, publishing pauses for
-        ``PUBLISH_BACKOFF_S`` so that an unreachable Redis (a connect timeout per
+        ``publish_backoff_s`` so that an unreachable Redis (a connect timeout per
         attempt) does not slow down the commits; the reconciler publishes what was
         skipped."""
         if time.monotonic() < self._publish_paused_until:
@@ -200,9 +275,15 @@ class GroupCommitter:
         try:
             await self.streams.publish(events)
         except (RedisError, OSError) as exc:
-            self._publish_paused_until = time.monotonic() + PUBLISH_BACKOFF_S
+            self._publish_paused_until = time.monotonic() + self.publish_backoff_s
             self.metrics.publish_failures.inc(len(events))
             log.warning(
                 "publish to redis failed; the reconciler will republish",
                 extra={"events": len(events), "error": str(exc)},
             )
+
+
+def _sqlstate_reason(exc: DBAPIError) -> str:
+    """What the client may read: the SQLSTATE class, not the server's text."""
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return f"PostgreSQL refused the event (SQLSTATE {state or 'unknown'})"

@@ -131,6 +131,12 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        self.heartbeat = Gauge(
+            "eventflow_worker_heartbeat_timestamp_seconds",
+            "Last time the worker's consumer loop went round (Unix time); "
+            "liveness probes compare it with now.",
+            registry=r,
+        )
         self.reclaimed = Counter(
             "eventflow_reclaimed_entries_total",
             "Stream entries reclaimed from dead or stalled consumers.",

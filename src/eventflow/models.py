@@ -22,6 +22,8 @@ from eventflow.schemas.registry import SchemaRegistry
 # Stream messages are written by EventFlow (properties nested at most as deep as
 # the API allows, which is less than this), or are undecodable.
 MESSAGE_MAX_DEPTH = 250
+# Column widths of raw_events/processed_events (and the API's limits).
+EVENT_TYPE_MAX, USER_ID_MAX, CORRELATION_ID_MAX = 64, 255, 128
 
 EXAMPLE_EVENT: dict[str, Any] = {
     "event_id": "0b8f3c2e-7d4a-4c1e-9f57-3a2b1c0d9e8f",
@@ -45,7 +47,7 @@ class EventIn(BaseModel):
     )
     event_type: str = Field(
         min_length=1,
-        max_length=64,
+        max_length=EVENT_TYPE_MAX,
         description="A registered event type (`GET /schemas`).",
         examples=["purchase"],
     )
@@ -56,7 +58,7 @@ class EventIn(BaseModel):
         description="Validate against this version of the type's schema; "
         "default: the latest.",
     )
-    user_id: str | None = Field(default=None, min_length=1, max_length=255)
+    user_id: str | None = Field(default=None, min_length=1, max_length=USER_ID_MAX)
     timestamp: datetime | None = Field(
         default=None,
         description="When it happened; offsets are converted to UTC, times without "
@@ -242,10 +244,14 @@ def _aware(value: object) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
-def _optional_str(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError("expected a string")
+def _optional_str(value: object, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    if len(value) > limit:
+        raise ValueError(f"a field is longer than {limit} characters")
+    return value
 
 
 def _optional_version(value: object) -> int | None:
@@ -264,22 +270,28 @@ def decode_message(raw: bytes) -> Event:
         d = jsoncodec.loads(raw, max_depth=MESSAGE_MAX_DEPTH)
         if not isinstance(d, dict):
             raise TypeError("the message is not an object")
-        event_type, props = d["type"], d["props"]
+        event_type, props, event_id = d["type"], d["props"], d["id"]
         if not isinstance(event_type, str) or not isinstance(props, dict):
             raise TypeError("type must be a string and props an object")
+        if not 0 < len(event_type) <= EVENT_TYPE_MAX:
+            raise ValueError(f"type must have 1 to {EVENT_TYPE_MAX} characters")
+        if not isinstance(event_id, str):
+            raise TypeError("id must be a UUID string")
         return Event(
-            event_id=UUID(d["id"]),
+            event_id=UUID(event_id),
             event_type=event_type,
-            user_id=_optional_str(d.get("user")),
+            user_id=_optional_str(d.get("user"), USER_ID_MAX),
             timestamp=_aware(d["ts"]),
             properties=props,
             received_at=_aware(d["recv"]),
-            correlation_id=_optional_str(d.get("cid")) or "",
-            body_hash=_optional_str(d.get("hash")) or "",
+            correlation_id=_optional_str(d.get("cid"), CORRELATION_ID_MAX) or "",
+            body_hash=_optional_str(d.get("hash"), 64) or "",
             schema_version=_optional_version(d.get("ver")),
         )
-    except (jsoncodec.InvalidJson, KeyError, TypeError, ValueError) as exc:
-        raise UndecodableMessage(f"undecodable stream entry: {exc}") from exc
+    except Exception as exc:  # any shape but EventFlow's own is undecodable
+        raise UndecodableMessage(
+            f"undecodable stream entry: {type(exc).__name__}: {exc}"[:500]
+        ) from exc
 
 
 # --- API answers -------------------------------------------------------------------

@@ -51,14 +51,18 @@ async def reconcile_once(
     min_age: timedelta,
     limit: int = 5000,
     publish_slack: timedelta = PUBLISH_SLACK,
+    stuck_after: timedelta | None = None,
 ) -> int:
     """One pass; returns how many events were republished.
 
     ``min_age``: leave events younger than this alone. ``publish_slack``: how much
     earlier than the oldest entry Redis still holds an event's ``published_at``
     must be (covers the gap between the commit and the XADD, and clock skew).
+    ``stuck_after``: entries pending longer than this (a worker will dead-letter
+    them as poison) do not hold the cutoff back.
     """
-    oldest_ms = await streams.oldest_unsettled_ms()
+    stuck_ms = None if stuck_after is None else int(stuck_after.total_seconds() * 1000)
+    oldest_ms = await streams.oldest_unsettled_ms(stuck_ms)
     cutoff = datetime.now(UTC) - min_age
     if oldest_ms is not None:
         oldest = datetime.fromtimestamp(oldest_ms / 1000, UTC)

@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from eventflow.config import Settings
-from eventflow.db import create_engine
+from eventflow.db import engine_for
 from eventflow.metrics import Metrics
 from eventflow.migrate import upgrade
 from eventflow.servers import LocalPostgres, LocalRedis, die_with_parent
@@ -74,24 +74,37 @@ async def run_worker(settings: Settings, until_empty: bool = False) -> int:
     database_url, redis_url = settings.require_urls()
     metrics = Metrics()
     port = _serve_metrics(metrics, settings.worker_metrics_port)
-    engine = create_engine(database_url, pool_size=2)
-    redis = Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
+    engine = engine_for(settings, database_url, pool_size=2)
+    redis = Redis.from_url(
+        redis_url,
+        # A blocking read waits up to worker_block_ms before Redis answers.
+        socket_timeout=settings.redis_socket_timeout_s
+        + settings.worker_block_ms / 1000,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+    )
     worker = Worker(settings, engine, redis, metrics)
     worker.install_signal_handlers()
     log.info("worker metrics", extra={"port": port, "consumer": worker.consumer})
     task = asyncio.create_task(worker.run(until_empty=until_empty))
+    stopping = asyncio.create_task(worker._stopping.wait())
     code = 0
     try:
-        await worker._stopping.wait() if not until_empty else None
-        # Stopping: give the in-flight batch up to the shutdown timeout.
-        done, _ = await asyncio.wait({task}, timeout=settings.shutdown_timeout_s)
-        if not done:
-            log.error("shutdown timeout; leaving in-flight entries to be reclaimed")
-            task.cancel()
-            code = 1
-        else:
-            task.result()
+        # Until a signal, or until the consumer loop ends by itself: drained
+        # (--until-empty, however long that takes) or dead (exit non-zero, so a
+        # supervisor restarts the process instead of keeping a silent one).
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            # Stopping: give the in-flight batch up to the shutdown timeout.
+            done, _ = await asyncio.wait({task}, timeout=settings.shutdown_timeout_s)
+            if not done:
+                log.error("shutdown timeout; leaving in-flight entries to be reclaimed")
+                task.cancel()
+                code = 1
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("consumer loop died", exc_info=task.exception())
+            code = 2
     finally:
+        stopping.cancel()
         await redis.aclose()
         await engine.dispose()
     return code

@@ -181,6 +181,12 @@ _INSERT_FAILED = text(
 )
 
 
+_LOCK_RAW = text(
+    "SELECT 1 FROM raw_events WHERE event_id = ANY(CAST(:ids AS uuid[])) "
+    "ORDER BY event_id FOR UPDATE"
+)
+
+
 async def write_results(
     conn: AsyncConnection,
     processed: Sequence[ProcessedRow],
@@ -197,6 +203,16 @@ async def write_results(
     # events lock them in the same order (no deadlock between workers).
     processed = sorted(processed, key=lambda p: p.event.event_id.bytes)
     failed = sorted(failed, key=lambda f: f.event_id.bytes)
+    # Two workers may hold copies of one event, one storing it and one
+    # dead-lettering it. Each first locks the event's raw row, in a statement of
+    # its own: the statements below then start after the other transaction has
+    # committed and see its row (the processed insert deletes the dead letter, the
+    # dead-letter insert skips a processed event), so the event ends in one table.
+    ids = sorted(
+        {p.event.event_id for p in processed} | {f.event_id for f in failed},
+        key=lambda i: i.bytes,
+    )
+    await conn.execute(_LOCK_RAW, {"ids": ids})
     if processed:
         events = [p.event for p in processed]
         result = await conn.execute(

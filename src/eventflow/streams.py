@@ -185,16 +185,28 @@ class Streams:
             oldest_pending_ms=entry_ms(oldest) if oldest else None,
         )
 
-    async def oldest_unsettled_ms(self) -> int | None:
+    async def oldest_unsettled_ms(
+        self, stuck_after_ms: int | None = None
+    ) -> int | None:
         """Creation time of the oldest entry still pending or not yet delivered.
 
         ``None`` means Redis holds no unfinished entry at all. The reconciler uses it
-        to tell events that are merely queued from events Redis has lost.
+        to tell events that are merely queued from events Redis has lost. Entries
+        pending for longer than ``stuck_after_ms`` are left out: one stuck entry
+        must not hide every later loss.
         """
         state = await self.state()
         candidates: list[int] = []
-        if state.oldest_pending_ms is not None:
-            candidates.append(state.oldest_pending_ms)
+        oldest = state.oldest_pending_ms
+        if oldest is not None and stuck_after_ms is not None:
+            since = int(time.time() * 1000) - stuck_after_ms
+            if oldest < since:
+                recent: Any = await self.redis.xpending_range(
+                    self.stream, self.group, min=f"{since}-0", max="+", count=1
+                )
+                oldest = entry_ms(_s(recent[0]["message_id"])) if recent else None
+        if oldest is not None:
+            candidates.append(oldest)
         if state.lag:
             after: Any = await self.redis.xrange(
                 self.stream, min="(" + state.last_delivered_id, count=1

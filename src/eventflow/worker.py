@@ -106,6 +106,7 @@ class Worker:
         # read and prepared while the previous one commits.
         inflight: set[asyncio.Task[BatchReport]] = set()
         while not self._stopping.is_set():
+            self.metrics.heartbeat.set(time.time())
             try:
                 if self._degraded:
                     # Neither read nor reclaim while the database is failing:
@@ -218,6 +219,11 @@ class Worker:
                 self.metrics,
                 timedelta(seconds=s.reconcile_min_age_s),
                 s.reconcile_batch_size,
+                timedelta(seconds=s.reconcile_publish_slack_s),
+                # Past max_deliveries reclaims, an entry is poison, not queued.
+                stuck_after=timedelta(
+                    milliseconds=(s.max_deliveries + 1) * s.claim_idle_ms
+                ),
             )
         await self.registry.refresh()
         if now - self._last_housekeeping >= 5.0:
@@ -330,12 +336,16 @@ class Worker:
         """The row to write for ``entry``; ``None`` (unless ``final``) when its
         event names a schema this process has not loaded."""
         raw = entry.data or b""
+        event: Event | None = None
         try:
             if entry.data is None:
                 raise UndecodableMessage("stream entry has no EventFlow payload field")
             event = decode_message(entry.data)
         except UndecodableMessage as exc:
-            return self._dead_letter(entry, None, raw, exc)
+            if entry.deliveries <= self.settings.max_deliveries:
+                return self._dead_letter(entry, None, raw, exc)
+        # Before anything else can fail again: an entry delivered too often ends
+        # here, whatever it holds.
         if entry.deliveries > self.settings.max_deliveries:
             return self._dead_letter(
                 entry,
@@ -346,6 +356,7 @@ class Worker:
                 f"(limit {self.settings.max_deliveries})",
                 error_type="PoisonMessage",
             )
+        assert event is not None
         try:
             event.schema_version, enrichment = enrich(
                 event, now, self.registry, self.processors
@@ -354,7 +365,7 @@ class Worker:
             return self._dead_letter(entry, event, raw, exc) if final else None
         except InvalidEvent as exc:
             return self._dead_letter(entry, event, raw, exc)
-        except Exception as exc:  # a bug in an enrichment must not stop the worker
+        except Exception as exc:  # a bug in a processor must not stop the worker
             log.exception("processor raised", extra={"event_id": str(event.event_id)})
             return self._dead_letter(entry, event, raw, exc)
         return ProcessedRow(event, enrichment, entry.deliveries)

@@ -126,3 +126,13 @@ def test_check_reports_http_status() -> None:
         assert hc.check(f"http://127.0.0.1:{port}/health/live")
         assert not hc.check(f"http://127.0.0.1:{port}/other")
     assert not hc.check(f"http://127.0.0.1:{port}/health/live", timeout=1.0)
+
+
+def test_worker_liveness_reads_the_loop_heartbeat() -> None:
+    probe = load_healthcheck()
+    text = (
+        "# HELP eventflow_worker_heartbeat_timestamp_seconds loop\n"
+        "eventflow_worker_heartbeat_timestamp_seconds 1000.5\n"
+    )
+    assert probe.heartbeat_age(text, 1030.5) == 30.0
+    assert probe.heartbeat_age("other_metric 1\n", 1030.5) is None

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from eventflow import __version__
@@ -18,8 +19,13 @@ from eventflow.api.context import ApiContext
 from eventflow.api.middleware import CorrelationMiddleware
 from eventflow.api.responses import Json
 from eventflow.config import Settings
-from eventflow.db import create_engine
-from eventflow.errors import DependencyUnavailable, InvalidEvent, Overloaded
+from eventflow.db import engine_for
+from eventflow.errors import (
+    DependencyUnavailable,
+    InvalidEvent,
+    Overloaded,
+    short_reason,
+)
 from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
 from eventflow.retry import is_transient
@@ -68,11 +74,16 @@ def _unavailable(request: Request, exc: Exception) -> Json:
 
 
 def _database_error(request: Request, exc: Exception) -> Json:
-    """A transient database failure outside ingestion (a lost connection, a
-    deadlock) is a 503 to retry; anything else stays a 500."""
+    """A transient failure of a dependency outside ingestion (a lost or refused
+    connection, a deadlock) is a 503 to retry; anything else stays a 500. The
+    detail goes to the log only."""
     if is_transient(exc):
+        log.warning(
+            "dependency failed", extra={"error": f"{type(exc).__name__}: {exc}"[:500]}
+        )
+        dependency = "redis" if isinstance(exc, RedisError) else "postgres"
         return _unavailable(
-            request, DependencyUnavailable("postgres", type(exc).__name__)
+            request, DependencyUnavailable(dependency, short_reason(exc))
         )
     log.exception("database error", exc_info=exc)
     return Json({"detail": "internal error"}, status_code=500)
@@ -90,8 +101,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(database_url, settings.db_pool_size)
-        redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        engine = engine_for(settings, database_url, settings.db_pool_size)
+        redis = Redis.from_url(
+            redis_url,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_connect_timeout_s,
+        )
         streams = Streams(redis, settings.stream_name, settings.consumer_group)
         registry = SchemaRegistry(
             engine, settings.schema_refresh_s, settings.unknown_event_types
@@ -102,7 +117,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             redis=redis,
             streams=streams,
             committer=GroupCommitter(
-                engine, streams, metrics, settings.ingest_max_batch, registry.label
+                engine,
+                streams,
+                metrics,
+                settings.ingest_max_batch,
+                registry.label,
+                publish_backoff_s=settings.publish_backoff_s,
+                insert_attempts=settings.ingest_retry_attempts,
+                max_queued=settings.ingest_queue_limit,
+                deadline_s=settings.ingest_deadline_s,
             ),
             metrics=metrics,
             registry=registry,
@@ -133,6 +156,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     app.add_exception_handler(DependencyUnavailable, _unavailable)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(DBAPIError, _database_error)
+    # PostgreSQL or Redis refusing connections outside ingestion: 503, not 500.
+    app.add_exception_handler(OSError, _database_error)
+    app.add_exception_handler(RedisError, _database_error)
     app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(summary.router)

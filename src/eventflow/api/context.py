@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
+from eventflow.errors import short_reason
 from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
 from eventflow.schemas.registry import SchemaRegistry
@@ -37,24 +38,39 @@ class ApiContext:
 
     async def check_postgres(self) -> str | None:
         try:
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(self.settings.health_check_timeout_s):
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
             self.postgres_error = None
         except Exception as exc:
-            self.postgres_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.postgres_error = self._failed("postgres", self.postgres_error, exc)
         self.metrics.dependency_up.labels("postgres").set(self.postgres_error is None)
         return self.postgres_error
 
     async def check_redis(self) -> str | None:
         try:
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(self.settings.health_check_timeout_s):
                 await self.redis.ping()
             self.redis_error = None
         except Exception as exc:
-            self.redis_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.redis_error = self._failed("redis", self.redis_error, exc)
         self.metrics.dependency_up.labels("redis").set(self.redis_error is None)
         return self.redis_error
+
+    @staticmethod
+    def _failed(dependency: str, before: str | None, exc: BaseException) -> str:
+        """A short reason for clients (``/health``); the detail goes to the log,
+        once per outage."""
+        reason = short_reason(exc)
+        if before is None:
+            log.warning(
+                "dependency check failed",
+                extra={
+                    "dependency": dependency,
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                },
+            )
+        return reason
 
     async def refresh_stream_state(self) -> None:
         try:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Body, HTTPException, Path, Query, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from eventflow import deadletters as dl
 from eventflow.api.deps import Context
@@ -22,14 +23,26 @@ def _filter(
     until: datetime | None = None,
     include_replayed: bool = False,
 ) -> dl.DeadLetterFilter:
-    return dl.DeadLetterFilter(
-        event_type=event_type,
-        error_type=error_type,
-        error=error,
-        since=since,
-        until=until,
-        include_replayed=include_replayed,
-    )
+    """The filter from query parameters, or a 422 naming the bad one."""
+    try:
+        return dl.DeadLetterFilter(
+            event_type=event_type,
+            error_type=error_type,
+            error=error,
+            since=since,
+            until=until,
+            include_replayed=include_replayed,
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {**e, "loc": ("query", *e["loc"])}
+                for e in exc.errors(include_url=False, include_context=False)
+            ]
+        ) from exc
+
+
+Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="Dead letter id")]
 
 
 class ReplayOne(BaseModel):
@@ -55,7 +68,9 @@ async def list_dead_letters(
     until: datetime | None = None,
     include_replayed: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    after_id: Annotated[int | None, Query(description="From `next_after_id`")] = None,
+    after_id: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="From `next_after_id`")
+    ] = None,
 ) -> dl.DeadLetterPage:
     """Oldest first, paged by id."""
     f = _filter(event_type, error_type, error, since, until, include_replayed)
@@ -67,7 +82,7 @@ async def list_dead_letters(
     response_model=dl.DeadLetter,
     responses={404: {"description": "No such dead letter"}},
 )
-async def show_dead_letter(dead_letter_id: int, ctx: Context) -> dl.DeadLetter:
+async def show_dead_letter(dead_letter_id: Id, ctx: Context) -> dl.DeadLetter:
     """One dead letter with its payload."""
     found = await dl.get_dead_letter(ctx.engine, dead_letter_id)
     if found is None:
@@ -81,7 +96,7 @@ async def show_dead_letter(dead_letter_id: int, ctx: Context) -> dl.DeadLetter:
     responses={404: {"description": "No such dead letter"}, 422: {}},
 )
 async def replay_one(
-    dead_letter_id: int,
+    dead_letter_id: Id,
     ctx: Context,
     body: Annotated[ReplayOne | None, Body()] = None,
 ) -> dl.ReplayResult:
@@ -112,7 +127,7 @@ async def replay_many(body: BulkReplay, ctx: Context) -> dl.ReplayResult:
 
 
 @router.delete("/{dead_letter_id}", status_code=204, responses={404: {}})
-async def purge_one(dead_letter_id: int, ctx: Context) -> None:
+async def purge_one(dead_letter_id: Id, ctx: Context) -> None:
     """Delete one dead letter for good (the raw event stays in the audit trail)."""
     if not await dl.purge(ctx.engine, ids=[dead_letter_id]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "dead letter not found")

@@ -128,6 +128,10 @@ async def post_event(request: Request, ctx: Context) -> Json:
         ("body",),
     )
     (result,) = await ctx.committer.submit([event])
+    if result.outcome is Outcome.refused:
+        raise InvalidEvent(
+            [{"loc": ["body"], "msg": result.error or "refused", "type": "refused"}]
+        )
     if result.outcome is Outcome.conflict:
         ctx.metrics.events_rejected.labels("conflict").inc()
         raise HTTPException(
@@ -192,6 +196,19 @@ async def post_batch(request: Request, ctx: Context) -> Json:
     if valid:
         outcomes = await ctx.committer.submit([e for _, e in valid])
         for (index, event), outcome in zip(valid, outcomes, strict=True):
+            if outcome.outcome is Outcome.refused:
+                results[index] = {
+                    "index": index,
+                    "status": "invalid",
+                    "errors": [
+                        {
+                            "loc": ["body", "events", index],
+                            "msg": outcome.error or "refused",
+                            "type": "refused",
+                        }
+                    ],
+                }
+                continue
             results[index] = {
                 "index": index,
                 "status": outcome.outcome.value,
