@@ -47,6 +47,12 @@ def add_parser(sub: Any) -> None:
     rp.add_argument("--all", action="store_true", help="replay all that match")
     rp.add_argument("--dry-run", action="store_true", help="only count")
 
+    qr = actions.add_parser(
+        "quarantine", help="entries whose dead letter could not be stored"
+    )
+    qr.add_argument("--limit", type=int, default=50)
+    qr.add_argument("--json", action="store_true", help="machine-readable output")
+
     pg = actions.add_parser("purge", help="delete dead letters for good")
     pg.add_argument("ids", type=int, nargs="*", help="dead letter ids")
     filters(pg)
@@ -118,6 +124,22 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(
                 orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n"
             )
+            return 0
+        if args.action == "quarantine":
+            streams = Streams(redis, settings.stream_name, settings.consumer_group)
+            entries = await streams.quarantined(args.limit)
+            if args.json:
+                sys.stdout.write(orjson.dumps(entries).decode() + "\n")
+                return 0
+            table = Table(title=f"Quarantined entries (newest {len(entries)})")
+            for col in ("quarantined", "stream entry", "error", "payload"):
+                table.add_column(col)
+            for e in entries:
+                table.add_row(
+                    e["id"], e.get("entry", ""), e.get("error", "")[:80],
+                    e.get("payload", "")[:60],
+                )  # fmt: skip
+            console.print(table)
             return 0
         if not args.ids and not (args.all or _has_filter(args)):
             console.print("give dead letter ids, filters, or --all", style="red")

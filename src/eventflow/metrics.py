@@ -36,7 +36,7 @@ FAILURE_REASONS = (
     "UndecodableMessage",
     "DatabaseRejected",
 )
-RETRIED_OPERATIONS = ("commit", "ack", "ensure_group")
+RETRIED_OPERATIONS = ("commit", "ack", "ensure_group", "quarantine")
 
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -129,6 +129,12 @@ class Metrics:
             "eventflow_retries_total",
             "Retries of operations that failed transiently.",
             ["operation"],
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "eventflow_quarantined_entries_total",
+            "Stream entries copied to the quarantine stream because not even "
+            "their dead letter could be stored (`eventflow dlq quarantine`).",
             registry=r,
         )
         self.heartbeat = Gauge(

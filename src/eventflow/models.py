@@ -302,6 +302,7 @@ class EventStatus(StrEnum):
     duplicate = "duplicate"
     processed = "processed"
     failed = "failed"
+    quarantined = "quarantined"
 
 
 class EventAccepted(BaseModel):

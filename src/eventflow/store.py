@@ -247,3 +247,14 @@ async def write_results(
             },
         )
     return inserted
+
+
+async def mark_quarantined(conn: AsyncConnection, ids: Sequence[UUID]) -> None:
+    """Settle events whose entries went to the quarantine stream."""
+    await conn.execute(
+        text(
+            "UPDATE raw_events SET status = 'quarantined', settled_at = now() "
+            "WHERE event_id = ANY(CAST(:ids AS uuid[])) AND status = 'accepted'"
+        ),
+        {"ids": list(ids)},
+    )

@@ -63,6 +63,9 @@ class StreamState:
     oldest_pending_ms: int | None = None
 
 
+QUARANTINE_MAX = 100_000
+
+
 def entry_ms(entry_id: str | bytes) -> int:
     """The creation time (ms since the epoch) encoded in a stream entry id."""
     if isinstance(entry_id, bytes):
@@ -100,6 +103,28 @@ class Streams:
             )
             ids += [i.decode() if isinstance(i, bytes) else str(i) for i in reply]
         return ids
+
+    @property
+    def quarantine_key(self) -> str:
+        return f"{self.stream}:quarantine"
+
+    async def quarantine(self, entry_id: str, payload: str, error: str) -> None:
+        """Keep an entry that not even a dead letter could hold (the stream entry
+        is acknowledged afterwards); the newest QUARANTINE_MAX are kept."""
+        await self.redis.xadd(
+            self.quarantine_key,
+            {"entry": entry_id, "payload": payload, "error": error},
+            maxlen=QUARANTINE_MAX,
+            approximate=True,
+        )
+
+    async def quarantined(self, count: int) -> list[dict[str, str]]:
+        """The newest quarantined entries, newest first."""
+        reply: Any = await self.redis.xrevrange(self.quarantine_key, count=count)
+        return [
+            {"id": _s(entry_id), **{_s(k): _s(v) for k, v in fields.items()}}
+            for entry_id, fields in reply
+        ]
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """New entries for ``consumer`` (``>``), waiting up to ``block_ms``."""

@@ -29,7 +29,7 @@ from eventflow.processors import Processor, load_processors
 from eventflow.reconciler import reconcile_once
 from eventflow.retry import is_transient, retrying
 from eventflow.schemas.registry import SchemaRegistry
-from eventflow.store import FailedRow, ProcessedRow, write_results
+from eventflow.store import FailedRow, ProcessedRow, mark_quarantined, write_results
 from eventflow.streams import Entry, Streams
 
 log = logging.getLogger(__name__)
@@ -438,22 +438,53 @@ class Worker:
     async def _commit_alone(
         self, processed: list[ProcessedRow], failed: list[FailedRow], exc: DBAPIError
     ) -> set[uuid.UUID]:
-        if not processed:
-            raise exc  # cannot even store the dead letter: leave it pending
-        row = processed[0]
-        event = row.event
-        dead = FailedRow(
-            event_id=event.event_id,
-            event_type=event.event_type,
-            payload=event.to_message().decode(),
-            error=str(exc.orig)[:2000],
-            error_type="DatabaseRejected",
-            attempts=row.attempts,
-            correlation_id=event.correlation_id,
-            stream_entry_id="",
-        )
-        await self._with_retry("commit", lambda: self._write([], [dead]))
+        """One row the database refused: store it as a dead letter instead, and if
+        even that is refused, quarantine the entry (it is acknowledged after)."""
+        if processed:
+            row = processed[0]
+            event = row.event
+            dead = FailedRow(
+                event_id=event.event_id,
+                event_type=event.event_type,
+                payload=event.to_message().decode(),
+                error=str(exc.orig)[:2000],
+                error_type="DatabaseRejected",
+                attempts=row.attempts,
+                correlation_id=event.correlation_id,
+                stream_entry_id="",
+            )
+        else:
+            dead = failed[0]
+        try:
+            await self._with_retry("commit", lambda: self._write([], [dead]))
+        except DBAPIError as again:
+            if is_transient(again):
+                raise
+            await self._quarantine(dead, again)
         return set()
+
+    async def _quarantine(self, dead: FailedRow, exc: DBAPIError) -> None:
+        error = f"{dead.error_type}: {dead.error}"[:2000]
+        await self._with_retry(
+            "quarantine",
+            lambda: self.streams.quarantine(
+                dead.stream_entry_id,
+                dead.payload,
+                f"{error}; the dead letter was refused: {exc.orig}"[:4000],
+            ),
+        )
+        # Settled, so that the reconciler does not publish it again.
+        async with self.engine.begin() as conn:
+            await mark_quarantined(conn, [dead.event_id])
+        self.metrics.quarantined.inc()
+        log.error(
+            "entry quarantined: not even its dead letter could be stored",
+            extra={
+                "event_id": str(dead.event_id),
+                "entry_id": dead.stream_entry_id,
+                "error": str(exc.orig)[:300],
+            },
+        )
 
     async def _write(
         self, processed: list[ProcessedRow], failed: list[FailedRow]

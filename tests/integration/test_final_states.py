@@ -376,3 +376,73 @@ async def test_queue_limit_and_deadline_answer_503_and_store_nothing(
         await blocker.rollback()  # release the lock
         assert (await first).status_code == 202
     assert await count(engine, "raw_events") == 1
+
+
+REFUSE_MARKED = """
+CREATE OR REPLACE FUNCTION eventflow_test_refuse() RETURNS trigger AS $$
+BEGIN
+    IF NEW.{column}::text LIKE '%quarantine-me%' THEN
+        RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = '23514';
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql
+"""
+
+
+async def test_entry_whose_dead_letter_is_refused_is_quarantined(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    redis: Redis,
+    settings: Settings,
+    make_worker: Callable[..., Worker],
+) -> None:
+    triggers = [("processed_events", "properties"), ("failed_events", "payload")]
+    async with engine.begin() as conn:
+        for table, column in triggers:
+            function = f"refuse_{table}"
+            await conn.execute(
+                text(
+                    REFUSE_MARKED.format(column=column).replace(
+                        "eventflow_test_refuse", function
+                    )
+                )
+            )
+            await conn.execute(
+                text(
+                    f"CREATE TRIGGER {function} BEFORE INSERT ON {table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+                )
+            )
+    try:
+        marked = {**custom(0), "properties": {"tag": "quarantine-me"}}
+        for body in (custom(1), marked, custom(2)):
+            assert (await client.post("/events", json=body)).status_code == 202
+        worker = make_worker()
+        await asyncio.wait_for(worker.run(until_empty=True), 30)
+    finally:
+        async with engine.begin() as conn:
+            for table, _ in triggers:
+                await conn.execute(text(f"DROP TRIGGER refuse_{table} ON {table}"))
+                await conn.execute(text(f"DROP FUNCTION refuse_{table}()"))
+    assert await count(engine, "processed_events") == 2
+    assert await count(engine, "failed_events") == 0
+    streams = Streams(redis, settings.stream_name, settings.consumer_group)
+    (kept,) = await streams.quarantined(10)
+    assert "quarantine-me" in kept["payload"] and "test trigger" in kept["error"]
+    assert worker.metrics.quarantined._value.get() == 1
+    state = await streams.state()
+    assert state.pending == 0 and state.lag == 0
+    env = {
+        **os.environ,
+        "DATABASE_URL": str(settings.database_url),
+        "REDIS_URL": str(settings.redis_url),
+        "EVENTFLOW_STREAM_NAME": settings.stream_name,
+    }
+    listing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventflow", "dlq", "quarantine", "--json",
+        env=env, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await listing.communicate()
+    assert listing.returncode == 0
+    assert orjson.loads(stdout)[0]["entry"] == kept["entry"]
+    await redis.delete(streams.quarantine_key)

@@ -276,6 +276,7 @@ async def get_event(event_id: UUID, ctx: Context) -> EventStatusOut:
             raw_events.c.correlation_id,
             raw_events.c.received_at,
             raw_events.c.publish_count,
+            raw_events.c.status.label("raw_status"),
             processed_events.c.processed_at,
             processed_events.c.attempts,
             processed_events.c.enrichment,
@@ -298,6 +299,8 @@ async def get_event(event_id: UUID, ctx: Context) -> EventStatusOut:
         state, attempts = EventStatus.processed, row.attempts
     elif row.failed_at is not None:
         state, attempts = EventStatus.failed, row.failed_attempts
+    elif row.raw_status == EventStatus.quarantined:
+        state, attempts = EventStatus.quarantined, 0
     else:
         state, attempts = EventStatus.accepted, 0
     return EventStatusOut(
