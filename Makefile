@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit integration faults deploy-check format sql bench clean system-deps
+.PHONY: run test lint typecheck unit integration faults deploy-check format sql bench soak clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ sql: $(STAMP)
 bench: $(STAMP) system-deps
 	bash scripts/install-system-deps.sh --bench
 	$(BIN)/python benchmarks/run.py
+
+## Soak test: faults and mixed traffic for 10 minutes (SOAK_ARGS="--minutes 3").
+soak: $(STAMP) system-deps
+	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .eventflow .pytest_cache .mypy_cache .ruff_cache

@@ -36,9 +36,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     db, rd = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
     if db and rd:
         settings = Settings(database_url=db, redis_url=rd)
-        assert settings.database_url and settings.redis_url
-        upgrade(settings.database_url)
-        yield Services(settings.database_url, settings.redis_url)
+        assert settings.database_dsn and settings.redis_dsn
+        upgrade(settings.database_dsn)
+        yield Services(settings.database_dsn, settings.redis_dsn)
         return
     folder = Path(tmp_path_factory.mktemp("servers"))
     os.chmod(folder, 0o755)
@@ -76,8 +76,8 @@ def settings(services: Services) -> Settings:
 
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    assert settings.database_url
-    engine = create_engine(settings.database_url, pool_size=4)
+    assert settings.database_dsn
+    engine = create_engine(settings.database_dsn, pool_size=4)
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE raw_events, processed_events, failed_events"))
         # Back to the schemas the migration installed.
@@ -93,8 +93,8 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    assert settings.redis_url
-    client = Redis.from_url(settings.redis_url)
+    assert settings.redis_dsn
+    client = Redis.from_url(settings.redis_dsn)
     yield client
     await client.delete(settings.stream_name)
     await client.aclose()

@@ -154,10 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sql:
             sys.stdout.write(render_sql())
             return 0
-        if not settings.database_url:
+        if not settings.database_dsn:
             print("DATABASE_URL is not set", file=sys.stderr)
             return 2
-        upgrade(settings.database_url)
+        upgrade(settings.database_dsn)
         return 0
     if args.command == "dev":
         from eventflow.runner import run_dev

@@ -7,7 +7,7 @@ import socket
 import uuid
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,12 +25,13 @@ class Settings(BaseSettings):
         env_prefix="EVENTFLOW_", extra="ignore", populate_by_name=True
     )
 
-    database_url: str | None = Field(
+    # Secrets: never printed (repr, logs); read them through database_dsn/redis_dsn.
+    database_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "EVENTFLOW_DATABASE_URL"),
         description="PostgreSQL URL; unset means `eventflow dev` starts a local one.",
     )
-    redis_url: str | None = Field(
+    redis_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "EVENTFLOW_REDIS_URL"),
         description="Redis URL; unset means `eventflow dev` starts a local one.",
@@ -94,28 +95,37 @@ class Settings(BaseSettings):
     # Local mode.
     data_dir: str = ".eventflow"
 
-    @field_validator("database_url")
+    @field_validator("database_url", mode="before")
     @classmethod
-    def _asyncpg_driver(cls, value: str | None) -> str | None:
+    def _asyncpg_driver(cls, value: object) -> object:
         """Accept plain ``postgresql://`` URLs and use the asyncpg driver for them."""
-        if value is None:
-            return None
-        for prefix in ("postgresql://", "postgres://"):
-            if value.startswith(prefix):
-                return "postgresql+asyncpg://" + value[len(prefix) :]
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            for prefix in ("postgresql://", "postgres://"):
+                if value.startswith(prefix):
+                    return "postgresql+asyncpg://" + value[len(prefix) :]
         return value
+
+    @property
+    def database_dsn(self) -> str | None:
+        """The PostgreSQL URL itself (a secret: do not log it)."""
+        return _reveal(self.database_url)
+
+    @property
+    def redis_dsn(self) -> str | None:
+        """The Redis URL itself (a secret: do not log it)."""
+        return _reveal(self.redis_url)
 
     def resolved_consumer_name(self) -> str:
         return self.consumer_name or default_consumer_name()
 
     def require_urls(self) -> tuple[str, str]:
         """Both connection URLs, or a clear error naming the missing variable."""
+        database, redis = self.database_dsn, self.redis_dsn
         missing = [
             name
-            for name, value in (
-                ("DATABASE_URL", self.database_url),
-                ("REDIS_URL", self.redis_url),
-            )
+            for name, value in (("DATABASE_URL", database), ("REDIS_URL", redis))
             if not value
         ]
         if missing:
@@ -123,5 +133,10 @@ class Settings(BaseSettings):
                 f"{' and '.join(missing)} not set; set it, or run `eventflow dev` "
                 "to start local PostgreSQL and Redis automatically"
             )
-        assert self.database_url is not None and self.redis_url is not None
-        return self.database_url, self.redis_url
+        assert database is not None and redis is not None
+        return database, redis
+
+
+def _reveal(value: SecretStr | str | None) -> str | None:
+    # model_copy(update=...) does not validate, so a plain str may be there.
+    return value.get_secret_value() if isinstance(value, SecretStr) else value

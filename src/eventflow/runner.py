@@ -118,20 +118,20 @@ def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
     env = dict(os.environ)
     children: list[subprocess.Popen[bytes]] = []
     try:
-        if not settings.database_url:
+        if not settings.database_dsn:
             pg = LocalPostgres(data, port=54329)
             env["DATABASE_URL"] = pg.start()
             servers.append(pg)
             print(f"PostgreSQL   {pg.url}  (data in {pg.data_dir})", flush=True)
         else:
-            env["DATABASE_URL"] = settings.database_url
-        if not settings.redis_url:
+            env["DATABASE_URL"] = settings.database_dsn
+        if not settings.redis_dsn:
             rd = LocalRedis(data, port=63799)
             env["REDIS_URL"] = rd.start()
             servers.append(rd)
             print(f"Redis        {rd.url}  (data in {rd.dir})", flush=True)
         else:
-            env["REDIS_URL"] = settings.redis_url
+            env["REDIS_URL"] = settings.redis_dsn
         upgrade(env["DATABASE_URL"])
         print("Migrations   applied", flush=True)
         exe = [sys.executable, "-m", "eventflow"]

@@ -56,8 +56,8 @@ class Stack:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
         env.update(FAULT_SETTINGS)
-        env["DATABASE_URL"] = str(self.settings.database_url)
-        env["REDIS_URL"] = str(self.settings.redis_url)
+        env["DATABASE_URL"] = str(self.settings.database_dsn)
+        env["REDIS_URL"] = str(self.settings.redis_dsn)
         env["EVENTFLOW_STREAM_NAME"] = self.settings.stream_name
         env["EVENTFLOW_CONSUMER_GROUP"] = self.settings.consumer_group
         return env

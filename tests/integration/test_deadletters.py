@@ -210,8 +210,8 @@ async def test_backpressure_answers_429_with_retry_after(
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "DATABASE_URL": str(settings.database_url),
-        "REDIS_URL": str(settings.redis_url),
+        "DATABASE_URL": str(settings.database_dsn),
+        "REDIS_URL": str(settings.redis_dsn),
         "EVENTFLOW_STREAM_NAME": settings.stream_name,
         "EVENTFLOW_CONSUMER_GROUP": settings.consumer_group,
     }

@@ -135,7 +135,7 @@ async def test_reconciler_republishes_past_a_stuck_entry(
 async def test_a_worker_whose_loop_dies_exits_non_zero(settings: Settings) -> None:
     env = {
         **os.environ,
-        "DATABASE_URL": str(settings.database_url),
+        "DATABASE_URL": str(settings.database_dsn),
         "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens there
         "EVENTFLOW_RETRY_ATTEMPTS": "2",
         "EVENTFLOW_RETRY_MAX_S": "0.1",
@@ -157,8 +157,8 @@ async def test_until_empty_outlasts_the_shutdown_timeout(
         assert answer.json()["accepted"] == 500
     env = {
         **os.environ,
-        "DATABASE_URL": str(settings.database_url),
-        "REDIS_URL": str(settings.redis_url),
+        "DATABASE_URL": str(settings.database_dsn),
+        "REDIS_URL": str(settings.redis_dsn),
         "EVENTFLOW_STREAM_NAME": settings.stream_name,
         "EVENTFLOW_CONSUMER_GROUP": settings.consumer_group,
         "EVENTFLOW_WORKER_BATCH_SIZE": "50",
@@ -434,8 +434,8 @@ async def test_entry_whose_dead_letter_is_refused_is_quarantined(
     assert state.pending == 0 and state.lag == 0
     env = {
         **os.environ,
-        "DATABASE_URL": str(settings.database_url),
-        "REDIS_URL": str(settings.redis_url),
+        "DATABASE_URL": str(settings.database_dsn),
+        "REDIS_URL": str(settings.redis_dsn),
         "EVENTFLOW_STREAM_NAME": settings.stream_name,
     }
     listing = await asyncio.create_subprocess_exec(

@@ -61,12 +61,12 @@ def live(
     """``eventflow api`` and ``eventflow worker`` as subprocesses over the session's
     servers, with this test's own stream and group (``engine`` emptied the
     tables)."""
-    assert settings.database_url and settings.redis_url
+    assert settings.database_dsn and settings.redis_dsn
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database_dsn,
+        "REDIS_URL": settings.redis_dsn,
         "EVENTFLOW_STREAM_NAME": settings.stream_name,
         "EVENTFLOW_CONSUMER_GROUP": settings.consumer_group,
         "EVENTFLOW_WORKER_BLOCK_MS": "50",
@@ -94,6 +94,6 @@ def live(
                 )
             url = f"http://127.0.0.1:{port}"
             _wait_live(url, processes, log)
-            yield Live(url, settings.database_url, engine)
+            yield Live(url, settings.database_dsn, engine)
         finally:
             _stop(processes)

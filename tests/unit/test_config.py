@@ -12,8 +12,10 @@ def test_twelve_factor_names_and_driver(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("REDIS_URL", "redis://r:6379/0")
     monkeypatch.setenv("EVENTFLOW_STREAM_NAME", "s1")
     s = Settings()
-    assert s.database_url == "postgresql+asyncpg://u:p@db:5432/x"
+    assert s.database_dsn == "postgresql+asyncpg://u:p@db:5432/x"
     assert s.require_urls()[1] == "redis://r:6379/0"
+    # Secrets never show in a repr (and so in a log line or a traceback).
+    assert "u:p@db" not in repr(s) and "r:6379" not in repr(s)
     assert s.stream_name == "s1"
 
 
