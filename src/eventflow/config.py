@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(default=15_000, ge=100)
     claim_interval_s: float = Field(default=2.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
+    housekeeping_interval_s: float = Field(default=5.0, gt=0)
+    idle_consumer_timeout_s: float = Field(default=60.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
 

@@ -226,7 +226,7 @@ class Worker:
                 ),
             )
         await self.registry.refresh()
-        if now - self._last_housekeeping >= 5.0:
+        if now - self._last_housekeeping >= s.housekeeping_interval_s:
             self._last_housekeeping = now
             await self._refresh_gauges()
 
@@ -238,7 +238,8 @@ class Worker:
             count = await conn.scalar(text("SELECT count(*) FROM failed_events"))
         m.dead_letters.set(count or 0)
         removed = await self.streams.remove_idle_consumers(
-            max(10 * s.claim_idle_ms, 60_000), keep=self.consumer
+            max(10 * s.claim_idle_ms, int(s.idle_consumer_timeout_s * 1000)),
+            keep=self.consumer,
         )
         if removed:
             log.info("removed idle consumers", extra={"consumers": removed})
