@@ -249,20 +249,28 @@ class GroupCommitter:
     async def _insert_isolating(
         self, events: list[Event], refused: dict[UUID, str]
     ) -> InsertOutcome:
-        """Insert in halves until each event the database refuses is alone; the
-        refused ones go to ``refused`` (id -> reason), the rest are stored."""
+        """``events`` were refused together: insert them in halves until each
+        event the database refuses is alone. The refused ones go to ``refused``
+        (id -> reason), the rest are stored."""
+        if len(events) == 1:
+            return await self._try_insert(events, refused)
+        middle = len(events) // 2
+        first = await self._try_insert(events[:middle], refused)
+        second = await self._try_insert(events[middle:], refused)
+        return InsertOutcome(
+            first.inserted | second.inserted, {**first.existing, **second.existing}
+        )
+
+    async def _try_insert(
+        self, events: list[Event], refused: dict[UUID, str]
+    ) -> InsertOutcome:
         try:
             return await self._insert(events)
         except RefusedByDatabase as exc:
             if len(events) == 1:
                 refused[events[0].event_id] = str(exc)
                 return InsertOutcome(set(), {})
-        middle = len(events) // 2
-        first = await self._insert_isolating(events[:middle], refused)
-        second = await self._insert_isolating(events[middle:], refused)
-        return InsertOutcome(
-            first.inserted | second.inserted, {**first.existing, **second.existing}
-        )
+        return await self._insert_isolating(events, refused)
 
     async def _publish(self, events: list[Event]) -> None:
         """Publish after the commit. After a failure, publishing pauses for

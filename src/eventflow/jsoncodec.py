@@ -100,7 +100,12 @@ def loads(body: bytes | str, max_depth: int = 64) -> Any:
 def _walk(value: Any, depth_left: int, zeros: bool) -> bool:
     """False if ``value`` nests deeper than ``depth_left`` or (with ``zeros``)
     holds a float 0.0. One pass, no path: the slower ``check_depth`` names it."""
-    items = value.values() if type(value) is dict else value
+    if type(value) is dict:
+        items = value.values()
+    elif type(value) is list:
+        items = value
+    else:  # a bare scalar
+        return not (zeros and type(value) is float and value == 0.0)
     for item in items:
         kind = type(item)
         if kind is dict or kind is list:

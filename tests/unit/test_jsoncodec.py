@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from eventflow import jsoncodec
@@ -59,3 +60,12 @@ def test_depth_limit_names_the_place(slow: bool) -> None:
     with pytest.raises(jsoncodec.InvalidJson, match="deeper than 4") as caught:
         jsoncodec.loads(b'{"x": 1' + extra + b', "a": ' + deep + b"}", max_depth=4)
     assert caught.value.path == ("a", "a", "a", "a")
+
+
+@pytest.mark.parametrize("body", [b"1e-5", b"0.0", b'"x"', b"[0.0, 1e-3]"])
+def test_bare_values_parse(body: bytes) -> None:
+    assert jsoncodec.loads(body) == orjson.loads(body)
+
+
+def test_underflow_is_read_exactly() -> None:
+    assert jsoncodec.loads(b"[0.0, 1e-400]") == [0.0, Decimal("1e-400")]
