@@ -16,6 +16,7 @@ deeper than the configured limit are refused with ``InvalidJson``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -100,6 +101,7 @@ def loads(body: bytes | str, max_depth: int = 64) -> Any:
 def _walk(value: Any, depth_left: int, zeros: bool) -> bool:
     """False if ``value`` nests deeper than ``depth_left`` or (with ``zeros``)
     holds a float 0.0. One pass, no path: the slower ``check_depth`` names it."""
+    items: Iterable[Any]
     if type(value) is dict:
         items = value.values()
     elif type(value) is list:
