@@ -189,6 +189,7 @@ class Demo:
             EVENTFLOW_DATA_DIR=str(self.args.data_dir),
             EVENTFLOW_WORKER_METRICS_PORT=str(self.args.metrics_port),
             EVENTFLOW_LOG_FORMAT="json",
+            EVENTFLOW_AUTH_REQUIRED="false",
         )
         dev_workers = self.args.workers - 1
         log(f"starting eventflow dev (API on {self.args.port}, {dev_workers} worker)")

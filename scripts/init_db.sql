@@ -114,5 +114,41 @@ ALTER TABLE failed_events ALTER COLUMN stream_entry_id TYPE TEXT;
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
+-- Running upgrade 0003 -> 0004
+
+CREATE TABLE api_keys (
+    id BIGSERIAL NOT NULL, 
+    name TEXT NOT NULL, 
+    prefix TEXT NOT NULL, 
+    key_hash TEXT NOT NULL, 
+    scope TEXT NOT NULL, 
+    rate_limit FLOAT, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    revoked_at TIMESTAMP WITH TIME ZONE, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_api_keys_name UNIQUE (name), 
+    CONSTRAINT uq_api_keys_prefix UNIQUE (prefix), 
+    CONSTRAINT ck_api_keys_scope CHECK (scope IN ('ingest', 'read', 'admin'))
+);
+
+CREATE TABLE audit_log (
+    id BIGSERIAL NOT NULL, 
+    at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    key_id BIGINT, 
+    actor TEXT NOT NULL, 
+    action TEXT NOT NULL, 
+    target TEXT, 
+    rows INTEGER, 
+    details JSONB, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_audit_log_at ON audit_log (at);
+
+ALTER TABLE raw_events ADD COLUMN source TEXT;
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+
 COMMIT;
 

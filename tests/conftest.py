@@ -71,6 +71,9 @@ def settings(services: Services) -> Settings:
         retry_max_s=0.2,
         worker_metrics_port=0,
         log_format="text",
+        # Most tests are about the pipeline; tests/integration/test_security.py
+        # covers keys, scopes and limits with authentication on.
+        auth_required=False,
     )
 
 
@@ -79,7 +82,12 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     assert settings.database_dsn
     engine = create_engine(settings.database_dsn, pool_size=4)
     async with engine.begin() as conn:
-        await conn.execute(text("TRUNCATE raw_events, processed_events, failed_events"))
+        await conn.execute(
+            text(
+                "TRUNCATE raw_events, processed_events, failed_events, api_keys, "
+                "audit_log"
+            )
+        )
         # Back to the schemas the migration installed.
         await conn.execute(
             text(

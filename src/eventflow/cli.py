@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     from eventflow import dlqcli
 
     dlqcli.add_parser(sub)
+    from eventflow.security import cli as security_cli
+
+    security_cli.add_parsers(sub)
     return parser
 
 
@@ -97,6 +101,11 @@ def _url_argument(parser: argparse.ArgumentParser) -> None:
         dest="url",
         default="http://localhost:8000",
         help="EventFlow API base URL (default: http://localhost:8000)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("EVENTFLOW_API_KEY") or None,
+        help="API key (default: EVENTFLOW_API_KEY); sent as a Bearer token",
     )
 
 
@@ -167,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventflow import dlqcli
 
         return dlqcli.run(args, settings)
+    if args.command in ("keys", "audit"):
+        from eventflow.security import cli as security_cli
+
+        return security_cli.run(args, settings)
     raise AssertionError(args.command)
 
 

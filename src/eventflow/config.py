@@ -86,6 +86,21 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     max_json_depth: int = Field(default=32, ge=2, le=200)
 
+    # Security.
+    auth_required: bool = False
+    anonymous_ingest: bool = False
+    anonymous_rate_limit: float = Field(default=20.0, gt=0)
+    key_refresh_s: float = Field(default=2.0, gt=0, le=5.0)
+    api_metrics_port: int = Field(default=0, ge=0, le=65535)
+    api_metrics_host: str = "127.0.0.1"
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # Request limits.
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    max_batch_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(default=10.0, gt=0)
+
     # Event types (the schema registry).
     unknown_event_types: Literal["reject", "accept"] = "reject"
     schema_refresh_s: float = Field(default=2.0, gt=0, le=5.0)

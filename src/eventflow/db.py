@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -46,6 +47,8 @@ raw_events = Table(
     Column("status", String(16), nullable=False, server_default="accepted"),
     Column("settled_at", DateTime(timezone=True)),
     Column("schema_version", Integer),
+    # Who sent it: an API key's name, "anonymous", or null (authentication off).
+    Column("source", Text),
     Index(
         "ix_raw_events_unsettled",
         "published_at",
@@ -115,6 +118,38 @@ event_schemas = Table(
         "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
     ),
     UniqueConstraint("event_type", "version", name="uq_event_schemas_version"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("prefix", Text, nullable=False, unique=True),
+    Column("key_hash", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("rate_limit", Float),
+    Column(
+        "created_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    Column(
+        "updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()
+    ),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("key_id", BigInteger),
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text),
+    Column("rows", Integer),
+    Column("details", JSONB),
+    Index("ix_audit_log_at", "at"),
 )
 
 

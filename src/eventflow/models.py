@@ -84,6 +84,7 @@ class Event:
     correlation_id: str
     body_hash: str
     schema_version: int | None = None
+    source: str | None = None  # who sent it (raw_events only, not in the stream)
 
     def to_message(self) -> bytes:
         # orjson writes UUIDs and datetimes itself (RFC 4122, ISO 8601).

@@ -25,6 +25,8 @@ from eventflow.worker import Worker
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 
 def serve_api(settings: Settings, host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight requests,
@@ -39,8 +41,23 @@ def serve_api(settings: Settings, host: str, port: int) -> int:
             # A clean shutdown exits 0 instead of re-raising the signal.
             self._captured_signals.clear()
 
+    if not settings.auth_required and host not in LOOPBACK:
+        log.warning(
+            "authentication is OFF and the API listens on a non-loopback address: "
+            "anyone who can reach it can send, read, replay and purge events",
+            extra={"host": host, "port": port},
+        )
+    metrics = Metrics()
+    if settings.api_metrics_port:
+        # Prometheus scrapes this port without a key; keep it off the public
+        # network (EVENTFLOW_API_METRICS_HOST).
+        start_http_server(
+            settings.api_metrics_port,
+            addr=settings.api_metrics_host,
+            registry=metrics.registry,
+        )
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, metrics),
         host=host,
         port=port,
         log_config=None,
@@ -134,6 +151,9 @@ def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
             env["REDIS_URL"] = settings.redis_dsn
         upgrade(env["DATABASE_URL"])
         print("Migrations   applied", flush=True)
+        # Local mode: no keys needed, unless EVENTFLOW_AUTH_REQUIRED says so.
+        env.setdefault("EVENTFLOW_AUTH_REQUIRED", "false")
+        auth_off = env["EVENTFLOW_AUTH_REQUIRED"].lower() in ("false", "0", "no")
         exe = [sys.executable, "-m", "eventflow"]
         # Children get SIGTERM if this supervisor dies, so nothing is orphaned.
         tied = die_with_parent(signal.SIGTERM)
@@ -155,7 +175,15 @@ def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
             f"  Docs         http://{shown}:{port}/docs\n"
             f"  Health       http://{shown}:{port}/health\n"
             f"  Metrics      http://{shown}:{port}/metrics/summary\n"
-            "Press Ctrl-C to stop.\n",
+            + (
+                f"  Auth         OFF: local mode, listening on {host} only\n"
+                if auth_off and host in LOOPBACK
+                else f"  Auth         OFF on {host}: anyone who can reach it may do "
+                "anything\n"
+                if auth_off
+                else "  Auth         API keys required (eventflow keys create)\n"
+            )
+            + "Press Ctrl-C to stop.\n",
             flush=True,
         )
         stop = False

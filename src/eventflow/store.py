@@ -24,16 +24,17 @@ _INSERT_RAW = text(
             CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:users AS text[]),
             CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
             CAST(:hashes AS text[]), CAST(:cids AS text[]),
-            CAST(:received AS timestamptz[]), CAST(:versions AS int[])
+            CAST(:received AS timestamptz[]), CAST(:versions AS int[]),
+            CAST(:sources AS text[])
         ) AS t(event_id, event_type, user_id, ts, props, body_hash, cid, received_at,
-               version)
+               version, source)
     ),
     ins AS (
         INSERT INTO raw_events (event_id, event_type, user_id, event_timestamp,
             properties, body_hash, correlation_id, received_at, published_at,
-            schema_version)
+            schema_version, source)
         SELECT event_id, event_type, user_id, ts, CAST(props AS jsonb), body_hash,
-            cid, received_at, received_at, version
+            cid, received_at, received_at, version, source
         FROM incoming
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
@@ -79,6 +80,7 @@ async def insert_raw_events(
         "cids": [e.correlation_id for e in events],
         "received": [e.received_at for e in events],
         "versions": [e.schema_version for e in events],
+        "sources": [e.source for e in events],
     }
     inserted: set[UUID] = set()
     existing: dict[UUID, Existing] = {}

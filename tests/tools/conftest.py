@@ -73,6 +73,7 @@ def live(
         "EVENTFLOW_WORKER_METRICS_PORT": "0",
         "EVENTFLOW_LOG_FORMAT": "text",
         "EVENTFLOW_LOG_LEVEL": "WARNING",
+        "EVENTFLOW_AUTH_REQUIRED": "false",
         **live_env,
     }
     log = tmp_path / "eventflow.log"

@@ -9,13 +9,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from eventflow import __version__
-from eventflow.api import deadletters, events, health, schemas, summary
+from eventflow.api import audit, deadletters, events, health, schemas, summary
 from eventflow.api.context import ApiContext
+from eventflow.api.limits import Limits, LimitsMiddleware
 from eventflow.api.middleware import CorrelationMiddleware
 from eventflow.api.responses import Json
 from eventflow.config import Settings
@@ -30,6 +32,8 @@ from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
 from eventflow.retry import is_transient
 from eventflow.schemas.registry import SchemaRegistry
+from eventflow.security.keys import KeyCache
+from eventflow.security.ratelimit import RateLimiter
 from eventflow.streams import Streams
 
 log = logging.getLogger(__name__)
@@ -129,9 +133,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             ),
             metrics=metrics,
             registry=registry,
+            keys=KeyCache(engine, settings.key_refresh_s),
+            limiter=RateLimiter(redis, f"{settings.stream_name}:ratelimit"),
         )
         # PostgreSQL down: requests answer 503 until the schemas can be loaded.
         await ctx.refresh_schemas()
+        await ctx.refresh_keys()
         # Redis down: accept anyway, the reconciler publishes once it is back.
         with contextlib.suppress(Exception):
             await streams.ensure_group()
@@ -150,6 +157,29 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         default_response_class=Json,
     )
     app.state.metrics = metrics
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "authorization",
+                "x-api-key",
+                "content-type",
+                "x-correlation-id",
+            ],
+            expose_headers=["x-correlation-id", "retry-after"],
+            max_age=600,
+        )
+    app.add_middleware(
+        LimitsMiddleware,
+        limits=Limits(
+            single_event_bytes=settings.max_event_bytes,
+            batch_bytes=settings.max_batch_bytes,
+            other_bytes=settings.max_request_bytes,
+            body_timeout_s=settings.body_timeout_s,
+        ),
+    )
     app.add_middleware(CorrelationMiddleware, metrics=metrics)
     app.add_exception_handler(InvalidEvent, _invalid)
     app.add_exception_handler(RequestValidationError, _request_invalid)
@@ -164,4 +194,5 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     app.include_router(summary.router)
     app.include_router(deadletters.router)
     app.include_router(schemas.router)
+    app.include_router(audit.router)
     return app

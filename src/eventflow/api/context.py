@@ -16,6 +16,8 @@ from eventflow.errors import short_reason
 from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
 from eventflow.schemas.registry import SchemaRegistry
+from eventflow.security.keys import KeyCache
+from eventflow.security.ratelimit import RateLimiter
 from eventflow.streams import Streams, StreamState
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ class ApiContext:
     committer: GroupCommitter
     metrics: Metrics
     registry: SchemaRegistry
+    keys: KeyCache
+    limiter: RateLimiter
     stream_state: StreamState | None = None
     postgres_error: str | None = None
     redis_error: str | None = None
@@ -88,6 +92,15 @@ class ApiContext:
         except Exception as exc:
             log.warning("could not refresh event schemas", extra={"error": str(exc)})
 
+    async def refresh_keys(self) -> None:
+        """Created and revoked keys reach this process within ``key_refresh_s``."""
+        if not self.settings.auth_required:
+            return
+        try:
+            await self.keys.refresh()
+        except Exception as exc:
+            log.warning("could not refresh API keys", extra={"error": str(exc)})
+
     def backlog(self) -> int:
         state = self.stream_state
         return 0 if state is None else state.lag + state.pending
@@ -104,11 +117,13 @@ class ApiContext:
                 await self.refresh_stream_state()
             if self.postgres_error is None:
                 await self.refresh_schemas()
+                await self.refresh_keys()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), 1.0)
 
     def start(self) -> None:
         self.committer.start()
+        self.limiter.start()
         self._tasks.append(asyncio.create_task(self._watch(), name="api-watch"))
 
     async def close(self) -> None:
@@ -118,5 +133,6 @@ class ApiContext:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         await self.committer.close()
+        await self.limiter.close()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from eventflow import deadletters as dl
-from eventflow.api.deps import Context
+from eventflow.api.deps import Admin, Context, Read
+from eventflow.security import audit
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
@@ -61,6 +62,7 @@ class BulkReplay(BaseModel):
 @router.get("", response_model=dl.DeadLetterPage, summary="List dead letters")
 async def list_dead_letters(
     ctx: Context,
+    _: Read,
     event_type: str | None = None,
     error_type: Annotated[str | None, Query(description="Exact error class")] = None,
     error: Annotated[str | None, Query(description="Substring of the error")] = None,
@@ -82,7 +84,7 @@ async def list_dead_letters(
     response_model=dl.DeadLetter,
     responses={404: {"description": "No such dead letter"}},
 )
-async def show_dead_letter(dead_letter_id: Id, ctx: Context) -> dl.DeadLetter:
+async def show_dead_letter(dead_letter_id: Id, ctx: Context, _: Read) -> dl.DeadLetter:
     """One dead letter with its payload."""
     found = await dl.get_dead_letter(ctx.engine, dead_letter_id)
     if found is None:
@@ -98,6 +100,7 @@ async def show_dead_letter(dead_letter_id: Id, ctx: Context) -> dl.DeadLetter:
 async def replay_one(
     dead_letter_id: Id,
     ctx: Context,
+    who: Admin,
     body: Annotated[ReplayOne | None, Body()] = None,
 ) -> dl.ReplayResult:
     """Send the event through normal processing again (optionally with fixed
@@ -114,23 +117,51 @@ async def replay_one(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, result.skipped[0]["reason"]
         )
+    await audit.record(
+        ctx.engine,
+        who.actor,
+        "dead_letter.replay",
+        key_id=who.key_id,
+        target=f"dead-letter {dead_letter_id}",
+        rows=result.replayed,
+        details={"fixed_properties": bool(body and body.properties is not None)},
+    )
     return result
 
 
 @router.post("/replay", response_model=dl.ReplayResult, summary="Replay by filter")
-async def replay_many(body: BulkReplay, ctx: Context) -> dl.ReplayResult:
+async def replay_many(body: BulkReplay, ctx: Context, who: Admin) -> dl.ReplayResult:
     """Replay every dead letter matching the filter. ``dry_run`` (the default)
     only reports how many would be replayed."""
-    return await dl.replay(
+    result = await dl.replay(
         ctx.engine, ctx.streams, f=body.filter, dry_run=body.dry_run, limit=body.limit
     )
+    if not body.dry_run:
+        await audit.record(
+            ctx.engine,
+            who.actor,
+            "dead_letter.replay_many",
+            key_id=who.key_id,
+            target="dead letters matching a filter",
+            rows=result.replayed,
+            details={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
+        )
+    return result
 
 
 @router.delete("/{dead_letter_id}", status_code=204, responses={404: {}})
-async def purge_one(dead_letter_id: Id, ctx: Context) -> None:
+async def purge_one(dead_letter_id: Id, ctx: Context, who: Admin) -> None:
     """Delete one dead letter for good (the raw event stays in the audit trail)."""
     if not await dl.purge(ctx.engine, ids=[dead_letter_id]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "dead letter not found")
+    await audit.record(
+        ctx.engine,
+        who.actor,
+        "dead_letter.purge",
+        key_id=who.key_id,
+        target=f"dead-letter {dead_letter_id}",
+        rows=1,
+    )
 
 
 class PurgeResult(BaseModel):
@@ -141,6 +172,7 @@ class PurgeResult(BaseModel):
 @router.delete("", response_model=PurgeResult, summary="Purge by filter")
 async def purge_many(
     ctx: Context,
+    who: Admin,
     event_type: str | None = None,
     error_type: str | None = None,
     error: str | None = None,
@@ -150,6 +182,15 @@ async def purge_many(
 ) -> PurgeResult:
     """Delete the matching dead letters; ``dry_run`` (the default) only counts."""
     f = _filter(event_type, error_type, error, since, until, include_replayed=True)
-    return PurgeResult(
-        purged=await dl.purge(ctx.engine, f, dry_run=dry_run), dry_run=dry_run
-    )
+    purged = await dl.purge(ctx.engine, f, dry_run=dry_run)
+    if not dry_run:
+        await audit.record(
+            ctx.engine,
+            who.actor,
+            "dead_letter.purge_many",
+            key_id=who.key_id,
+            target="dead letters matching a filter",
+            rows=purged,
+            details={"filter": f.model_dump(mode="json", exclude_none=True)},
+        )
+    return PurgeResult(purged=purged, dry_run=dry_run)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from eventflow.api.context import ApiContext
+from eventflow.security.auth import Principal, authorize, limit_rate
+from eventflow.security.keys import Scope
 
 
 async def get_context(request: Request) -> ApiContext:
@@ -15,3 +18,21 @@ async def get_context(request: Request) -> ApiContext:
 
 
 Context = Annotated[ApiContext, Depends(get_context)]
+
+
+def _needs(scope: Scope) -> Callable[[Request, ApiContext], Awaitable[Principal]]:
+    async def check(request: Request, ctx: Context) -> Principal:
+        s = ctx.settings
+        principal = await authorize(
+            request, ctx.keys, scope, s.auth_required, s.anonymous_ingest
+        )
+        limit_rate(principal, request, ctx.limiter, scope, s.anonymous_rate_limit)
+        return principal
+
+    return check
+
+
+# The key a route needs: ingest < read < admin (admin may do everything).
+Ingest = Annotated[Principal, Depends(_needs(Scope.ingest))]
+Read = Annotated[Principal, Depends(_needs(Scope.read))]
+Admin = Annotated[Principal, Depends(_needs(Scope.admin))]

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from eventflow import jsoncodec
-from eventflow.api.deps import Context
+from eventflow.api.deps import Context, Ingest, Read
 from eventflow.api.responses import Json
 from eventflow.db import failed_events, processed_events, raw_events
 from eventflow.errors import InvalidEvent, Overloaded, UnknownSchema
@@ -115,7 +115,7 @@ async def _validate(
     summary="Accept one event",
     openapi_extra=_single_event_body(),
 )
-async def post_event(request: Request, ctx: Context) -> Json:
+async def post_event(request: Request, ctx: Context, principal: Ingest) -> Json:
     """Store the event durably and queue it. ``202`` means it is in PostgreSQL."""
     _check_backpressure(ctx)
     await ctx.registry.ensure_loaded()
@@ -127,6 +127,7 @@ async def post_event(request: Request, ctx: Context) -> Json:
         request.state.correlation_id,
         ("body",),
     )
+    event.source = principal.name
     (result,) = await ctx.committer.submit([event])
     if result.outcome is Outcome.refused:
         raise InvalidEvent(
@@ -169,11 +170,12 @@ async def post_event(request: Request, ctx: Context) -> Json:
         }
     },
 )
-async def post_batch(request: Request, ctx: Context) -> Json:
+async def post_batch(request: Request, ctx: Context, principal: Ingest) -> Json:
     """Each item is judged alone: valid items are accepted even when others are not.
     The answer is ``200`` when the request itself was well formed; read
     ``results[i].status`` (accepted, duplicate, conflict or invalid)."""
-    items = _batch_items(_parse_body(await request.body(), ctx))
+    body = await request.body()
+    items = _batch_items(_parse_body(body, ctx))
     limit = ctx.settings.max_batch_request
     if len(items) > limit:
         ctx.metrics.events_rejected.labels("too_large").inc(len(items))
@@ -186,9 +188,24 @@ async def post_batch(request: Request, ctx: Context) -> Json:
     cid: str = request.state.correlation_id
     results: list[dict[str, Any]] = [{} for _ in items]
     valid: list[tuple[int, Event]] = []
+    per_event = ctx.settings.max_event_bytes
+    # Only a body larger than one event's limit can hold an event over it.
+    measure = len(body) > per_event
     for index, item in enumerate(items):
         try:
+            if measure and len(jsoncodec.dumps(item)) > per_event:
+                raise InvalidEvent(
+                    [
+                        {
+                            "loc": ["body", "events", index],
+                            "msg": f"the event is larger than {per_event} bytes "
+                            "(EVENTFLOW_MAX_EVENT_BYTES)",
+                            "type": "too_large",
+                        }
+                    ]
+                )
             event = await _validate(item, ctx, now, cid, ("body", "events", index))
+            event.source = principal.name
         except InvalidEvent as exc:
             results[index] = {"index": index, "status": "invalid", "errors": exc.errors}
             continue
@@ -267,7 +284,7 @@ def _batch_items(data: Any) -> list[Any]:
     summary="Where an event is",
     responses={404: {"description": "No event with this id was accepted"}},
 )
-async def get_event(event_id: UUID, ctx: Context) -> EventStatusOut:
+async def get_event(event_id: UUID, ctx: Context, _: Read) -> EventStatusOut:
     """``accepted`` (queued), ``processed`` or ``failed``, with times and errors."""
     query = (
         select(

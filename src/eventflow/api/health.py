@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventflow import __version__
-from eventflow.api.deps import Context
+from eventflow.api.deps import Context, Read
 from eventflow.api.responses import Json
 from eventflow.models import DependencyState, HealthOut, ServiceInfo, ServicesOut
 
@@ -75,7 +75,9 @@ async def ready(ctx: Context) -> Json:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(ctx: Context) -> Response:
+async def metrics(ctx: Context, _: Read) -> Response:
+    """Needs a ``read`` key; ``EVENTFLOW_API_METRICS_PORT`` serves the same
+    metrics without one on a port of their own (for Prometheus)."""
     return Response(
         generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from eventflow.api.deps import Context
+from eventflow.api.deps import Admin, Context, Read
 from eventflow.api.responses import Json
 from eventflow.schemas import store
+from eventflow.security import audit
 
 router = APIRouter(prefix="/schemas", tags=["schemas"])
 
@@ -92,7 +93,7 @@ def _not_found(event_type: str, version: int | None = None) -> HTTPException:
 
 
 @router.get("", response_model=list[TypeOut], summary="Registered event types")
-async def list_types(ctx: Context) -> Json:
+async def list_types(ctx: Context, _: Read) -> Json:
     rows = await store.list_types(ctx.engine)
     return Json([{**r, "updated_at": r["updated_at"].isoformat()} for r in rows])
 
@@ -103,7 +104,7 @@ async def list_types(ctx: Context) -> Json:
     summary="Versions of an event type",
     responses={404: {"description": "No such event type"}},
 )
-async def list_versions(event_type: EventType, ctx: Context) -> Json:
+async def list_versions(event_type: EventType, ctx: Context, _: Read) -> Json:
     versions = await store.list_versions(ctx.engine, event_type)
     if not versions:
         raise _not_found(event_type)
@@ -122,7 +123,7 @@ async def list_versions(event_type: EventType, ctx: Context) -> Json:
     summary="The latest version of an event type's schema",
     responses={404: {"description": "No such event type"}},
 )
-async def get_latest(event_type: EventType, ctx: Context) -> Json:
+async def get_latest(event_type: EventType, ctx: Context, _: Read) -> Json:
     found = await store.get_version(ctx.engine, event_type)
     if found is None:
         raise _not_found(event_type)
@@ -135,7 +136,9 @@ async def get_latest(event_type: EventType, ctx: Context) -> Json:
     summary="One version of an event type's schema",
     responses={404: {"description": "No such event type or version"}},
 )
-async def get_version(event_type: EventType, version: Version, ctx: Context) -> Json:
+async def get_version(
+    event_type: EventType, version: Version, ctx: Context, _: Read
+) -> Json:
     found = await store.get_version(ctx.engine, event_type, version)
     if found is None:
         raise _not_found(event_type, version)
@@ -175,7 +178,9 @@ def _check_out(check: store.Check) -> dict[str, Any]:
         422: {"description": "Not a valid JSON Schema (draft 2020-12)"},
     },
 )
-async def register(event_type: EventType, body: SchemaIn, ctx: Context) -> Json:
+async def register(
+    event_type: EventType, body: SchemaIn, ctx: Context, who: Admin
+) -> Json:
     """A new type starts at version 1. A new version of a known type must accept
     every event the latest accepted, unless ``compatibility`` is ``none``. Running
     APIs and workers use it within ``EVENTFLOW_SCHEMA_REFRESH_S`` seconds."""
@@ -195,6 +200,15 @@ async def register(event_type: EventType, body: SchemaIn, ctx: Context) -> Json:
         return Json(detail, status_code=status.HTTP_409_CONFLICT)
     if created:
         await ctx.refresh_schemas(force=True)
+        await audit.record(
+            ctx.engine,
+            who.actor,
+            "schema.register",
+            key_id=who.key_id,
+            target=f"{event_type} version {stored.version}",
+            rows=1,
+            details={"compatibility": body.compatibility},
+        )
     return Json(_full(stored), status_code=201 if created else 200)
 
 
@@ -204,7 +218,7 @@ async def register(event_type: EventType, body: SchemaIn, ctx: Context) -> Json:
     summary="Would this schema be accepted as the next version, and why not",
     responses={422: {"description": "Not a valid JSON Schema (draft 2020-12)"}},
 )
-async def check(event_type: EventType, body: SchemaIn, ctx: Context) -> Json:
+async def check(event_type: EventType, body: SchemaIn, ctx: Context, _: Read) -> Json:
     try:
         verdict = await store.check(
             ctx.engine, event_type, body.schema_, body.compatibility

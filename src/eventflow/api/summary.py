@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from eventflow.api.deps import Context
+from eventflow.api.deps import Context, Read
 
 router = APIRouter(tags=["operations"])
 
@@ -60,7 +60,7 @@ def _ms(seconds: float | None) -> float | None:
 
 
 @router.get("/metrics/summary", response_model=Summary)
-async def summary(ctx: Context) -> Summary:
+async def summary(ctx: Context, _: Read) -> Summary:
     """Totals (received = accepted into ``raw_events``), the queue, the processing
     rate over the last minute and the time from receipt to stored row."""
     async with ctx.engine.connect() as conn:

@@ -50,6 +50,7 @@ class LoadTestOptions(BaseModel):
     concurrency: int = Field(default=64, ge=1)
     batch: int = Field(default=1, ge=1, le=1000)
     url: str = "http://localhost:8000"
+    api_key: str | None = Field(default=None, repr=False)
     as_json: bool = False
     database_url: str | None = Field(
         default=None, description="None: DATABASE_URL; empty: follow via the API"
@@ -181,7 +182,9 @@ async def load_test(opts: LoadTestOptions) -> LoadTestReport:
         if opts.database_url is None
         else opts.database_url
     )
-    async with Clients(opts.url, opts.concurrency, opts.request_timeout) as clients:
+    async with Clients(
+        opts.url, opts.concurrency, opts.request_timeout, opts.api_key
+    ) as clients:
         records, waits, start = await _drive(clients, opts)
         records.sort(key=lambda r: r.started)
         ingest = _ingest(records, start)

@@ -15,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.live import Live
 from rich.table import Table
 
-from eventflow.tools.sending import describe_exception, quiet_http_logs
+from eventflow.tools.sending import describe_exception, key_headers, quiet_http_logs
 
 
 class MonitorOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     url: str = "http://localhost:8000"
+    api_key: str | None = Field(default=None, repr=False)
     interval: float = Field(default=1.0, gt=0)
     once: bool = False
     as_json: bool = False
@@ -129,7 +130,9 @@ async def _live(opts: MonitorOptions, client: httpx.AsyncClient) -> int:
 
 async def monitor(opts: MonitorOptions) -> int:
     async with httpx.AsyncClient(
-        base_url=opts.url.rstrip("/"), timeout=httpx.Timeout(5.0)
+        base_url=opts.url.rstrip("/"),
+        timeout=httpx.Timeout(5.0),
+        headers=key_headers(opts.api_key),
     ) as client:
         if opts.once:
             summary = await fetch_summary(client)

@@ -41,6 +41,7 @@ class ProduceOptions(BaseModel):
     kind: EventKind | None = None
     batch: int = Field(default=1, ge=1, le=1000)
     url: str = "http://localhost:8000"
+    api_key: str | None = Field(default=None, repr=False)
     concurrency: int = Field(default=8, ge=1)
     retries: int = Field(default=3, ge=0)
     as_json: bool = False
@@ -100,7 +101,7 @@ async def produce(opts: ProduceOptions, progress: Progress | None) -> ProduceRep
     tally = _Tally()
     task = progress.add_task("sending", total=opts.count) if progress else None
     jobs = iter(enumerate(bodies))
-    async with Clients(opts.url, opts.concurrency) as clients:
+    async with Clients(opts.url, opts.concurrency, api_key=opts.api_key) as clients:
         problem = await _check_reachable(clients.for_slot(0))
         if problem:
             raise ConnectionError(f"cannot reach {opts.url}: {problem}")

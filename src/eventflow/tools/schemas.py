@@ -13,6 +13,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from eventflow.tools.sending import key_headers
+
 TIMEOUT_S = 10.0
 
 
@@ -21,8 +23,11 @@ def _read_schema(name: str) -> Any:
     return json.loads(text)
 
 
-async def _call(method: str, url: str, body: Any | None = None) -> tuple[int, Any]:
-    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+async def _call(
+    method: str, url: str, body: Any | None = None, api_key: str | None = None
+) -> tuple[int, Any]:
+    headers = key_headers(api_key)
+    async with httpx.AsyncClient(timeout=TIMEOUT_S, headers=headers) as client:
         response = await client.request(method, url, json=body)
     try:
         return response.status_code, response.json()
@@ -57,8 +62,9 @@ def _print_check(out: Console, answer: dict[str, Any], pushed: bool) -> None:
 
 async def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     base = f"{args.url.rstrip('/')}/schemas"
+    key: str | None = args.api_key
     if args.action == "list":
-        status, answer = await _call("GET", base)
+        status, answer = await _call("GET", base, api_key=key)
         if status != 200:
             err.print(f"error {status}: {_detail(answer)}", markup=False)
             return 1
@@ -74,7 +80,9 @@ async def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         return 0
     if args.action == "show":
         version = args.version or "latest"
-        status, answer = await _call("GET", f"{base}/{args.event_type}/{version}")
+        status, answer = await _call(
+            "GET", f"{base}/{args.event_type}/{version}", api_key=key
+        )
         if status != 200:
             err.print(f"error {status}: {_detail(answer)}", markup=False)
             return 1
@@ -87,13 +95,15 @@ async def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
         return 2
     body = {"schema": schema, "compatibility": args.compatibility}
     if args.action == "check":
-        status, answer = await _call("POST", f"{base}/{args.event_type}/check", body)
+        status, answer = await _call(
+            "POST", f"{base}/{args.event_type}/check", body, key
+        )
         if status != 200:
             err.print(f"error {status}: {_detail(answer)}", markup=False)
             return 2
         _print_check(out, answer, pushed=False)
         return 0 if answer["compatible"] or args.compatibility == "none" else 1
-    status, answer = await _call("POST", f"{base}/{args.event_type}", body)
+    status, answer = await _call("POST", f"{base}/{args.event_type}", body, key)
     if status in (200, 201):
         verb = "registered" if status == 201 else "unchanged:"
         out.print(f"{answer['event_type']}: {verb} version {answer['version']}")

@@ -56,7 +56,14 @@ def quiet_http_logs() -> None:
 CONNECTIONS_PER_CLIENT = 8
 
 
-def make_client(url: str, concurrency: int, timeout: float = 30.0) -> httpx.AsyncClient:
+def key_headers(api_key: str | None) -> dict[str, str]:
+    """The header that carries an API key, when there is one."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def make_client(
+    url: str, concurrency: int, timeout: float = 30.0, api_key: str | None = None
+) -> httpx.AsyncClient:
     """One keep-alive HTTP/1.1 client whose pool fits ``concurrency`` requests."""
     return httpx.AsyncClient(
         base_url=url.rstrip("/"),
@@ -66,7 +73,7 @@ def make_client(url: str, concurrency: int, timeout: float = 30.0) -> httpx.Asyn
             keepalive_expiry=60,
         ),
         timeout=httpx.Timeout(timeout, connect=5.0),
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **key_headers(api_key)},
     )
 
 
@@ -75,10 +82,16 @@ class Clients:
     ``CONNECTIONS_PER_CLIENT`` connections: a request in slot ``k`` uses client
     ``k // CONNECTIONS_PER_CLIENT``, so no client ever queues requests."""
 
-    def __init__(self, url: str, concurrency: int, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        concurrency: int,
+        timeout: float = 30.0,
+        api_key: str | None = None,
+    ) -> None:
         per = CONNECTIONS_PER_CLIENT
         self.clients = [
-            make_client(url, min(per, concurrency - start), timeout)
+            make_client(url, min(per, concurrency - start), timeout, api_key)
             for start in range(0, concurrency, per)
         ]
 
