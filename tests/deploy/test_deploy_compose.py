@@ -160,5 +160,5 @@ def test_prometheus_scrapes_the_worker_metrics_port() -> None:
     assert worker_sd["names"] == ["worker"]
     assert worker_sd["type"] == "A"
     assert worker_sd["port"] == port
-    assert jobs["eventflow-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    assert jobs["eventflow-api"]["static_configs"][0]["targets"] == ["api:9101"]
     assert config["rule_files"] == ["alerts.yml"]
