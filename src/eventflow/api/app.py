@@ -19,7 +19,7 @@ from eventflow.api import audit, deadletters, events, health, schemas, summary
 from eventflow.api.context import ApiContext
 from eventflow.api.limits import Limits, LimitsMiddleware
 from eventflow.api.middleware import CorrelationMiddleware
-from eventflow.api.responses import Json
+from eventflow.api.responses import COMMON_RESPONSES, Json
 from eventflow.config import Settings
 from eventflow.db import engine_for
 from eventflow.errors import (
@@ -155,6 +155,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=Json,
+        responses=COMMON_RESPONSES,
     )
     app.state.metrics = metrics
     if settings.cors_origins:
