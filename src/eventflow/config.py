@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     max_batch_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     body_timeout_s: float = Field(default=10.0, gt=0)
+    max_headers: int = Field(default=100, ge=8)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
 
     # Event types (the schema registry).
     unknown_event_types: Literal["reject", "accept"] = "reject"

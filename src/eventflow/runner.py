@@ -34,6 +34,7 @@ def serve_api(settings: Settings, host: str, port: int) -> int:
     import uvicorn
 
     from eventflow.api import create_app
+    from eventflow.api.protocol import GuardedHttpToolsProtocol
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -63,7 +64,11 @@ def serve_api(settings: Settings, host: str, port: int) -> int:
         log_config=None,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol.configured(
+            settings.max_headers,
+            settings.max_header_bytes,
+            settings.header_timeout_s,
+        ),
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
     server = Server(config)

@@ -15,7 +15,7 @@ from tests.tools.helpers import Live
 
 @pytest.fixture
 def live_env() -> dict[str, str]:
-    return {"EVENTFLOW_BODY_TIMEOUT_S": "1"}
+    return {"EVENTFLOW_BODY_TIMEOUT_S": "1", "EVENTFLOW_HEADER_TIMEOUT_S": "1"}
 
 
 async def _raw(live: Live, head: bytes, body: bytes, wait_s: float = 10) -> bytes:
@@ -88,3 +88,21 @@ async def test_only_json_bodies(live: Live) -> None:
         assert ok.status_code == 202
     async with live.engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM raw_events")) == 1
+
+
+async def test_header_floods_and_slow_headers_are_cut(live: Live) -> None:
+    flood = b"GET /health HTTP/1.1\r\nhost: x\r\n" + b"".join(
+        b"x-h%d: v\r\n" % n for n in range(10_000)
+    )
+    answer = await _raw(live, flood + b"\r\n", b"")
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    big = b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 20_000 + b"\r\n\r\n"
+    answer = await _raw(live, big, b"")
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    # One header line, then silence: cut after EVENTFLOW_HEADER_TIMEOUT_S.
+    start = time.monotonic()
+    answer = await _raw(live, b"GET /health HTTP/1.1\r\nhost: x\r\n", b"", wait_s=10)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - start < 5
+    async with httpx.AsyncClient(base_url=live.url) as client:
+        assert (await client.get("/health")).status_code == 200  # still serving
