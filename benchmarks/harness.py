@@ -147,6 +147,7 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
     _db: asyncpg.Connection | None = None
     _redis: Redis | None = None
+    _api_key: str | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -200,6 +201,18 @@ class Stack:
             redis = await self.redis()
             await redis.delete(stream, f"{stream}:stats")
 
+    def api_key(self) -> str:
+        """An ingest key (made once per stack with ``eventflow keys create``)."""
+        if self._api_key is None:
+            made = subprocess.run(
+                [sys.executable, "-m", "eventflow", "keys", "create",
+                 "--name", f"bench-{uuid.uuid4().hex[:6]}", "--scope", "ingest"],
+                env={**os.environ, "DATABASE_URL": self.database_url},
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            self._api_key = made.stdout.strip().splitlines()[-1]
+        return self._api_key
+
     def env(self, stream: str) -> dict[str, str]:
         env = {
             k: v
@@ -217,11 +230,15 @@ class Stack:
         )
         return env
 
-    async def deploy(self, stream: str, apis: int, workers: int) -> Deployment:
+    async def deploy(
+        self, stream: str, apis: int, workers: int, auth: bool = False
+    ) -> Deployment:
         """Start ``apis`` API processes and ``workers`` workers; wait until each API
         is ready and every worker has joined the consumer group."""
         dep = Deployment(stream)
         env = self.env(stream)
+        if auth:
+            env["EVENTFLOW_AUTH_REQUIRED"] = "true"
         exe = [sys.executable, "-m", "eventflow"]
         for index in range(apis):
             port = free_port()
@@ -353,12 +370,13 @@ async def wait_http(url: str, proc: Proc, limit_s: float = 60.0) -> None:
 
 @contextlib.asynccontextmanager
 async def deployment(
-    stack: Stack, name: str, apis: int, workers: int
+    stack: Stack, name: str, apis: int, workers: int, auth: bool = False
 ) -> AsyncIterator[Deployment]:
-    """A fresh deployment on a fresh stream and empty tables; always torn down."""
+    """A fresh deployment on a fresh stream and empty tables; always torn down.
+    With ``auth``, the APIs require keys (``stack.api_key`` is an ingest key)."""
     stream = f"bench:{name}:{uuid.uuid4().hex[:8]}"
     await stack.reset(stream)
-    dep = await stack.deploy(stream, apis, workers)
+    dep = await stack.deploy(stream, apis, workers, auth)
     try:
         yield dep
     finally:
@@ -412,7 +430,7 @@ class LoadResult:
 
 
 async def run_wrk(
-    urls: Sequence[str], connections: int, duration_s: float
+    urls: Sequence[str], connections: int, duration_s: float, key: str | None = None
 ) -> list[LoadResult]:
     """One wrk process per URL, concurrently, sharing ``connections`` equally."""
     wrk = wrk_path()
@@ -433,6 +451,7 @@ async def run_wrk(
             f"{url}/events",
             "--",
             prefix,
+            *([key] if key else []),
         ]
         procs.append(
             await asyncio.create_subprocess_exec(
@@ -485,14 +504,15 @@ _SINGLE_TEMPLATES = (
 
 async def _keepalive_sender(
     host: str, port: int, stop: float, stamp: bytes, counts: dict[str, int],
-    latencies: list[float],
+    latencies: list[float], key: str | None = None,
 ) -> None:  # fmt: skip
     """One keep-alive connection sending requests back to back until ``stop``.
     A hand-written HTTP/1.1 exchange: far cheaper per request than an HTTP client
     library, so the generator leaves more CPU to the server."""
     reader, writer = await asyncio.open_connection(host, port)
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
     head = (
-        f"POST /events HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"POST /events HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
         "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
     ).encode()
     n = 0
@@ -526,7 +546,7 @@ async def _keepalive_sender(
 
 
 async def run_python_load(
-    urls: Sequence[str], connections: int, duration_s: float
+    urls: Sequence[str], connections: int, duration_s: float, key: str | None = None
 ) -> list[LoadResult]:
     """The fallback when wrk is missing: ``connections`` keep-alive connections
     sending back to back (closed loop), with the same bodies as wrk_single.lua.
@@ -544,7 +564,7 @@ async def run_python_load(
         stop = started + duration_s
         await asyncio.gather(
             *(
-                _keepalive_sender(host, port, stop, stamp, counts, latencies)
+                _keepalive_sender(host, port, stop, stamp, counts, latencies, key)
                 for _ in range(per)
             )
         )
@@ -567,13 +587,18 @@ async def run_python_load(
 
 
 async def closed_loop(
-    generator: str, urls: Sequence[str], connections: int, duration_s: float
+    generator: str,
+    urls: Sequence[str],
+    connections: int,
+    duration_s: float,
+    key: str | None = None,
 ) -> LoadResult:
-    """Single-event load for ``duration_s`` with the chosen generator, merged."""
+    """Single-event load for ``duration_s`` with the chosen generator, merged;
+    with ``key``, every request carries it as a Bearer token."""
     if generator == "wrk":
-        results = await run_wrk(urls, connections, duration_s)
+        results = await run_wrk(urls, connections, duration_s, key)
     else:
-        results = await run_python_load(urls, connections, duration_s)
+        results = await run_python_load(urls, connections, duration_s, key)
     merged = results[0]
     for other in results[1:]:
         merged = merged.merge(other)

@@ -5,6 +5,7 @@ medians. The metrics shown in the table, with their targets, are in ``METRICS``.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import time
 import uuid
@@ -211,11 +212,19 @@ async def _e2e_after_load(
     return metrics, details
 
 
-async def _single(ctx: Context, apis: int, workers: int) -> tuple[Metrics, Any]:
-    async with deployment(ctx.stack, f"single{apis}x{workers}", apis, workers) as dep:
+async def _single(
+    ctx: Context, apis: int, workers: int, auth: bool = False
+) -> tuple[Metrics, Any]:
+    key = ctx.stack.api_key() if auth else None
+    name = f"single{apis}x{workers}{'auth' if auth else ''}"
+    async with deployment(ctx.stack, name, apis, workers, auth) as dep:
         started = time.time()
         load = await closed_loop(
-            ctx.generator, dep.api_urls, ctx.sizes.connections, ctx.sizes.duration_s
+            ctx.generator,
+            dep.api_urls,
+            ctx.sizes.connections,
+            ctx.sizes.duration_s,
+            key,
         )
         e2e, db = await _e2e_after_load(ctx, started, load.ok)
     metrics: Metrics = {
@@ -237,6 +246,28 @@ async def single_e2e(ctx: Context) -> Rep:
         m, d = await _single(ctx, apis, workers)
         metrics.update({f"{tag}.{k}": v for k, v in m.items()})
         details[tag] = d
+    return {"metrics": metrics, "details": details}
+
+
+async def single_auth(ctx: Context) -> Rep:
+    """Single events (1 API + 1 worker) with authentication off and on, twice in
+    turn: what checking a key (cached, no database round trip) costs."""
+    metrics: Metrics = {}
+    details: dict[str, Any] = {}
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for round_ in (1, 2):
+        for auth in (False, True):
+            tag = f"{'on' if auth else 'off'}{round_}"
+            ctx.log(f"  authentication {tag}")
+            m, d = await _single(ctx, 1, 1, auth)
+            rates[auth].append(float(m["ingest_per_s"]))
+            details[tag] = {**d, "metrics": m}
+            if m["non_2xx"]:
+                raise RuntimeError(f"{m['non_2xx']} requests refused with {tag}")
+    off, on = (statistics.mean(rates[a]) for a in (False, True))
+    metrics["off.ingest_per_s"] = round(off, 1)
+    metrics["on.ingest_per_s"] = round(on, 1)
+    metrics["on_share_of_off"] = round(on / off, 3) if off else 0.0
     return {"metrics": metrics, "details": details}
 
 
@@ -467,6 +498,7 @@ SCENARIOS: dict[str, Scenario] = {
     "ceiling_http": ceiling_http,
     "ceiling_postgres": ceiling_postgres,
     "single_e2e": single_e2e,
+    "single_auth": single_auth,
     "batch_e2e": batch_e2e,
     "latency": latency,
     "drain": drain,
@@ -530,6 +562,10 @@ METRICS: list[MetricSpec] = [
                "events/s"),
     MetricSpec("single_e2e", "2x2.lost", "2 API + 2 workers: lost", "events", LOST),
     MetricSpec("single_e2e", "2x2.non_2xx", "2 API + 2 workers: non-2xx", "answers"),
+    MetricSpec("single_auth", "off.ingest_per_s", "authentication off", "req/s"),
+    MetricSpec("single_auth", "on.ingest_per_s", "authentication on (key)", "req/s"),
+    MetricSpec("single_auth", "on_share_of_off", "on ÷ off", "ratio",
+               Target(">=", 0.95)),
     MetricSpec("batch_e2e", "b100.ingest_per_s", "batches of 100: ingest", "events/s"),
     MetricSpec("batch_e2e", "b100.e2e_per_s", "batches of 100: end to end",
                "events/s", BATCH),

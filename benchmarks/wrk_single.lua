@@ -1,7 +1,8 @@
 -- wrk script for EventFlow's POST /events: every request carries a unique event_id.
 --
---   wrk -t1 -c32 -d15s -s benchmarks/wrk_single.lua http://127.0.0.1:8000/events -- PREFIX
+--   wrk -t1 -c32 -d15s -s benchmarks/wrk_single.lua http://127.0.0.1:8000/events -- PREFIX [KEY]
 --
+-- KEY, when given, is sent as a Bearer token.
 -- PREFIX (8 hex digits) keeps ids of concurrent wrk processes apart; each wrk thread
 -- adds its number and a counter: PREFIX-TTTT-4000-8000-CCCCCCCCCCCC. The four event
 -- types are sent in turn, with valid properties. At the end one line starting with
@@ -31,6 +32,9 @@ end
 function init(args)
   if args[1] then
     prefix = args[1]
+  end
+  if args[2] then
+    headers["Authorization"] = "Bearer " .. args[2]
   end
   stamp = os.date("!%Y-%m-%dT%H:%M:%SZ")
 end
