@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=2, le=200)
 
     # Security.
-    auth_required: bool = False
+    auth_required: bool = True
     anonymous_ingest: bool = False
     anonymous_rate_limit: float = Field(default=20.0, gt=0)
     key_refresh_s: float = Field(default=2.0, gt=0, le=5.0)

@@ -33,6 +33,11 @@ def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
+def test_authentication_is_on_by_default() -> None:
+    assert Settings().auth_required is True
+    assert Settings().anonymous_ingest is False
+
+
 @pytest.fixture
 def secured(settings: Settings) -> Settings:
     return settings.model_copy(update={"auth_required": True, "key_refresh_s": 0.5})
