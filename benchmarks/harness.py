@@ -1,6 +1,6 @@
 """The benchmark stack: local PostgreSQL and Valkey, EventFlow processes, load tools.
 
-PostgreSQL and Valkey run for the whole benchmark (``eventflow.servers``); the API
+PostgreSQL and Valkey run for the whole benchmark (``eventflow.local.servers``); the API
 and worker processes are started afresh for every repetition of every scenario, with
 the default configuration (INFO logs in JSON), so that memory and throughput
 figures start from the same state each time.
@@ -29,8 +29,8 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
-from eventflow.migrate import upgrade
-from eventflow.servers import LocalPostgres, LocalRedis, free_port
+from eventflow.local.servers import LocalPostgres, LocalRedis, free_port
+from eventflow.store.migrate import upgrade
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

@@ -30,9 +30,9 @@ from harness import (
     wait_http,
 )
 
+from eventflow.local.servers import free_port
 from eventflow.models import Event, body_hash
-from eventflow.servers import free_port
-from eventflow.streams import Streams
+from eventflow.pipeline.streams import Streams
 from eventflow.tools.events import EventGenerator
 
 Metrics = dict[str, float | int | None]

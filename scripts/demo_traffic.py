@@ -42,7 +42,7 @@ from typing import IO, Any
 import httpx
 import redis
 
-from eventflow.servers import LocalPostgres, LocalRedis
+from eventflow.local.servers import LocalPostgres, LocalRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

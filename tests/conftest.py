@@ -18,9 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
-from eventflow.db import create_engine
-from eventflow.migrate import upgrade
-from eventflow.servers import LocalPostgres, LocalRedis
+from eventflow.local.servers import LocalPostgres, LocalRedis
+from eventflow.store.migrate import upgrade
+from eventflow.store.tables import create_engine
 
 
 @dataclass

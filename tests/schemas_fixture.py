@@ -14,7 +14,7 @@ from eventflow.schemas.registry import SchemaRegistry, UnknownTypes
 
 MIGRATION = (
     Path(__file__).parents[1]
-    / "src/eventflow/migrations/versions/0002_schema_registry.py"
+    / "src/eventflow/store/migrations/versions/0002_schema_registry.py"
 )
 
 

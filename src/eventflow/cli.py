@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     _tool_parsers(sub)
     _schema_parsers(sub)
-    from eventflow import dlqcli
+    from eventflow.tools import dlq as dlqcli
 
     dlqcli.add_parser(sub)
     from eventflow.security import cli as security_cli
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return uvloop.run(run_worker(settings, until_empty=args.until_empty))
     if args.command == "migrate":
-        from eventflow.migrate import render_sql, upgrade
+        from eventflow.store.migrate import render_sql, upgrade
 
         if args.sql:
             sys.stdout.write(render_sql())
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_dev(settings, args.workers, args.host, args.port)
     if args.command == "dlq":
-        from eventflow import dlqcli
+        from eventflow.tools import dlq as dlqcli
 
         return dlqcli.run(args, settings)
     if args.command in ("keys", "audit"):

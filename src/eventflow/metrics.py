@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from eventflow.streams import StreamState
+    from eventflow.pipeline.streams import StreamState
 
 LATENCY_BUCKETS = (
     0.001,

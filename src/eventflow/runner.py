@@ -17,11 +17,11 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from eventflow.config import Settings
-from eventflow.db import engine_for
+from eventflow.local.servers import LocalPostgres, LocalRedis, die_with_parent
 from eventflow.metrics import Metrics
-from eventflow.migrate import upgrade
-from eventflow.servers import LocalPostgres, LocalRedis, die_with_parent
-from eventflow.worker import Worker
+from eventflow.pipeline.worker import Worker
+from eventflow.store.migrate import upgrade
+from eventflow.store.tables import engine_for
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
-from eventflow.servers import die_with_parent, free_port
+from eventflow.local.servers import die_with_parent, free_port
 
 # Time from each injected fault to full recovery, shown at the end of the run.
 RECOVERY_TIMES: dict[str, float] = {}

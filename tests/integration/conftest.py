@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.api import create_app
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
-from eventflow.worker import Worker
+from eventflow.pipeline.worker import Worker
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.api import create_app
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
+from eventflow.pipeline.worker import Worker
 from eventflow.processors import EventView
-from eventflow.worker import Worker
 from tests.integration.helpers import count
 
 

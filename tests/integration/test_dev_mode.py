@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eventflow.servers import free_port
+from eventflow.local.servers import free_port
 
 
 def _pids(log: Path) -> list[int]:

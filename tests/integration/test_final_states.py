@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
-from eventflow.reconciler import reconcile_once
-from eventflow.store import FailedRow, ProcessedRow, write_results
-from eventflow.streams import Streams
-from eventflow.worker import Worker
+from eventflow.pipeline.reconciler import reconcile_once
+from eventflow.pipeline.streams import Streams
+from eventflow.pipeline.worker import Worker
+from eventflow.store.events import FailedRow, ProcessedRow, write_results
 from tests.integration.helpers import app_client, count
 
 

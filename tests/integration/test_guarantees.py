@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
-from eventflow.migrate import render_sql
-from eventflow.reconciler import reconcile_once
-from eventflow.streams import Streams
-from eventflow.worker import Worker
+from eventflow.pipeline.reconciler import reconcile_once
+from eventflow.pipeline.streams import Streams
+from eventflow.pipeline.worker import Worker
+from eventflow.store.migrate import render_sql
 from tests.integration.helpers import app_client, count
 
 

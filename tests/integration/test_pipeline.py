@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
-from eventflow.worker import Worker
+from eventflow.pipeline.worker import Worker
 from tests.integration.helpers import count
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
-from eventflow.worker import Worker
+from eventflow.pipeline.worker import Worker
 from tests.integration.helpers import app_client, count
 
 CHECKOUT_V1: dict[str, Any] = {

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
-from eventflow.servers import die_with_parent
+from eventflow.local.servers import die_with_parent
 from tests.tools.helpers import Live, free_port
 
 STARTUP_S = 30.0

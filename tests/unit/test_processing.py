@@ -12,9 +12,9 @@ from sqlalchemy.exc import DBAPIError
 
 from eventflow.errors import DependencyUnavailable, InvalidEvent
 from eventflow.models import Event
-from eventflow.processing import enrich
+from eventflow.pipeline.processing import enrich
+from eventflow.pipeline.retry import is_transient
 from eventflow.processors import EventView, load_processors
-from eventflow.retry import is_transient
 from tests.schemas_fixture import offline_registry
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

@@ -21,20 +21,20 @@ from eventflow.api.limits import Limits, LimitsMiddleware
 from eventflow.api.middleware import CorrelationMiddleware
 from eventflow.api.responses import COMMON_RESPONSES, Json
 from eventflow.config import Settings
-from eventflow.db import engine_for
 from eventflow.errors import (
     DependencyUnavailable,
     InvalidEvent,
     Overloaded,
     short_reason,
 )
-from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
-from eventflow.retry import is_transient
+from eventflow.pipeline.ingest import GroupCommitter
+from eventflow.pipeline.retry import is_transient
+from eventflow.pipeline.streams import Streams
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.security.keys import KeyCache
 from eventflow.security.ratelimit import RateLimiter
-from eventflow.streams import Streams
+from eventflow.store.tables import engine_for
 
 log = logging.getLogger(__name__)
 

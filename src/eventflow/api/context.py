@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
 from eventflow.errors import short_reason
-from eventflow.ingest import GroupCommitter
 from eventflow.metrics import Metrics
+from eventflow.pipeline.ingest import GroupCommitter
+from eventflow.pipeline.streams import Streams, StreamState
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.security.keys import KeyCache
 from eventflow.security.ratelimit import RateLimiter
-from eventflow.streams import Streams, StreamState
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
-from eventflow import deadletters as dl
 from eventflow.api.deps import Admin, Context, Read
 from eventflow.security import audit
+from eventflow.store import deadletters as dl
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 

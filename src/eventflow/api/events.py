@@ -15,9 +15,7 @@ from sqlalchemy import select
 from eventflow import jsoncodec
 from eventflow.api.deps import Context, Ingest, Read
 from eventflow.api.responses import Json
-from eventflow.db import failed_events, processed_events, raw_events
 from eventflow.errors import InvalidEvent, Overloaded, UnknownSchema
-from eventflow.ingest import Outcome
 from eventflow.models import (
     BatchIn,
     BatchResult,
@@ -29,6 +27,8 @@ from eventflow.models import (
     parse_event,
     validate_event,
 )
+from eventflow.pipeline.ingest import Outcome
+from eventflow.store.tables import failed_events, processed_events, raw_events
 
 router = APIRouter(tags=["events"])
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ import jsonschema_rs
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.db import event_schemas
 from eventflow.errors import DependencyUnavailable, InvalidEvent, UnknownSchema
+from eventflow.store.tables import event_schemas
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any, Literal
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from eventflow.db import event_schemas
 from eventflow.schemas.compat import incompatibilities
 from eventflow.schemas.registry import compile_schema
+from eventflow.store.tables import event_schemas
 
 Compatibility = Literal["backward", "none"]
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.db import audit_log
+from eventflow.store.tables import audit_log
 
 
 class AuditEntry(BaseModel):

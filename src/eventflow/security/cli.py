@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from eventflow.config import Settings
-from eventflow.db import engine_for
 from eventflow.security import audit
 from eventflow.security.keys import KeyExists, Scope, create_key, list_keys, revoke_key
+from eventflow.store.tables import engine_for
 
 CLI_ACTOR = "cli"
 

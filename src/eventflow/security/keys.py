@@ -19,7 +19,7 @@ from enum import StrEnum
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.db import api_keys
+from eventflow.store.tables import api_keys
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,18 @@ from eventflow.config import Settings
 from eventflow.errors import InvalidEvent, UndecodableMessage, UnknownSchema
 from eventflow.metrics import Metrics
 from eventflow.models import Event, decode_message
-from eventflow.processing import enrich
+from eventflow.pipeline.processing import enrich
+from eventflow.pipeline.reconciler import reconcile_once
+from eventflow.pipeline.retry import is_transient, retrying
+from eventflow.pipeline.streams import Entry, Streams
 from eventflow.processors import Processor, load_processors
-from eventflow.reconciler import reconcile_once
-from eventflow.retry import is_transient, retrying
 from eventflow.schemas.registry import SchemaRegistry
-from eventflow.store import FailedRow, ProcessedRow, mark_quarantined, write_results
-from eventflow.streams import Entry, Streams
+from eventflow.store.events import (
+    FailedRow,
+    ProcessedRow,
+    mark_quarantined,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.metrics import Metrics
 from eventflow.models import Event
-from eventflow.streams import Streams
+from eventflow.pipeline.streams import Streams
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from eventflow import deadletters as dl
 from eventflow.config import Settings
-from eventflow.db import engine_for
-from eventflow.streams import Streams
+from eventflow.pipeline.streams import Streams
+from eventflow.store import deadletters as dl
+from eventflow.store.tables import engine_for
 
 
 def add_parser(sub: Any) -> None:

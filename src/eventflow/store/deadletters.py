@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.db import failed_events, raw_events
 from eventflow.errors import UndecodableMessage
 from eventflow.models import Event, decode_message
-from eventflow.streams import Streams
+from eventflow.pipeline.streams import Streams
+from eventflow.store.tables import failed_events, raw_events
 
 # A filter's text cannot hold NUL (PostgreSQL text cannot), nor be unbounded.
 FilterText = Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")]

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from eventflow.db import metadata
+from eventflow.store.tables import metadata
 
 config = context.config
 target_metadata = metadata

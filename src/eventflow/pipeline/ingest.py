@@ -25,9 +25,9 @@ from tenacity import (
 from eventflow.errors import DependencyUnavailable, short_reason
 from eventflow.metrics import Metrics
 from eventflow.models import Event
-from eventflow.retry import is_transient
-from eventflow.store import InsertOutcome, insert_raw_events
-from eventflow.streams import Streams
+from eventflow.pipeline.retry import is_transient
+from eventflow.pipeline.streams import Streams
+from eventflow.store.events import InsertOutcome, insert_raw_events
 
 log = logging.getLogger(__name__)
 
