@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,8 +44,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 from harness import Proc, Stack, memory_kib, plain_pg_url, spawn, wait_http  # noqa: E402
 
-from eventflow.servers import free_port  # noqa: E402
-
 DOCS = REPO / "docs" / "soak.md"
 MARKS = ("<!-- soak:start -->", "<!-- soak:end -->")
 GROUP = "eventflow-workers"
@@ -68,6 +67,12 @@ SETTINGS = {
 
 class SoakError(RuntimeError):
     """The soak could not run as intended (not a failed check)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def log(message: str) -> None:
@@ -391,7 +396,8 @@ class Soak:
         for (event, sent_as), result in zip(items, results, strict=True):
             status = str(result.get("status"))
             if sent_as == "invalid":
-                answer = "refused" if status == "invalid" else status
+                whole = 400 <= code < 500 and code != 429  # the request was refused
+                answer = "refused" if status == "invalid" or whole else status
                 ledger.refused(event["event_id"], answer)
             else:
                 ledger.valid(event, status, sent_as)
@@ -825,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted; every process started was stopped")
         return 130
+    except SoakError as exc:
+        log(f"the soak could not run: {exc}")
+        return 2
     report.version = version
     if args.json:
         print(orjson.dumps(asdict(report) | {"passed": report.passed}).decode())

@@ -223,3 +223,51 @@ async def test_without_redis_ingestion_fails_open_and_the_rest_closed(
         assert sent.status_code == 202
         listed = await c.get("/dead-letters", headers=bearer(read))
         assert listed.status_code == 503 and "Retry-After" in listed.headers
+
+
+async def test_browsers_need_an_allowed_origin(
+    secured: Settings, engine: AsyncEngine
+) -> None:
+    _, key = await create_key(engine, "web", Scope.ingest)
+    web = secured.model_copy(update={"cors_origins": ["https://shop.example"]})
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+    }
+    async with app_client(web) as c:
+        allowed = await c.options(
+            "/events", headers={"origin": "https://shop.example", **preflight}
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        other = await c.options(
+            "/events", headers={"origin": "https://evil.example", **preflight}
+        )
+        assert "access-control-allow-origin" not in other.headers
+        sent = await c.post(
+            "/events",
+            json=custom(),
+            headers={"origin": "https://shop.example", **bearer(key)},
+        )
+        assert sent.status_code == 202
+        assert sent.headers["access-control-allow-origin"] == "https://shop.example"
+    async with app_client(secured) as c:  # no origin allowed by default
+        closed = await c.options(
+            "/events", headers={"origin": "https://shop.example", **preflight}
+        )
+        assert "access-control-allow-origin" not in closed.headers
+
+
+async def test_a_new_key_works_at_once_even_for_concurrent_requests(
+    secured: Settings, engine: AsyncEngine
+) -> None:
+    async with app_client(secured) as c:
+        for name in ("first", "second"):
+            _, key = await create_key(engine, name, Scope.ingest)
+            answers = await asyncio.gather(
+                *[
+                    c.post("/events", json=custom(), headers=bearer(key))
+                    for _ in range(8)
+                ]
+            )
+            assert [a.status_code for a in answers] == [202] * 8, name

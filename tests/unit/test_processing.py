@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
 
+import asyncpg
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import DBAPIError
@@ -128,6 +129,9 @@ class _Orig(Exception):
         (DBAPIError("x", {}, _Orig("08006")), True),  # connection failure
         (DBAPIError("x", {}, _Orig("40P01")), True),  # deadlock
         (DBAPIError("x", {}, _Orig("22P02")), False),  # invalid text
+        # asyncpg's own, unwrapped at connect time: starting up / shutting down.
+        (asyncpg.exceptions.CannotConnectNowError("shutting down"), True),
+        (asyncpg.exceptions.UniqueViolationError("dup"), False),
         (InvalidEvent([]), False),
         (ValueError(), False),
     ],

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -190,6 +191,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     # PostgreSQL or Redis refusing connections outside ingestion: 503, not 500.
     app.add_exception_handler(OSError, _database_error)
     app.add_exception_handler(RedisError, _database_error)
+    # asyncpg's errors at connect time are not wrapped by SQLAlchemy.
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
+    app.add_exception_handler(asyncpg.InterfaceError, _database_error)
     app.include_router(events.router)
     app.include_router(health.router)
     app.include_router(summary.router)

@@ -79,7 +79,9 @@ class LimitsMiddleware:
         more = True
         while more:
             try:
-                message = await asyncio.wait_for(receive(), self.limits.body_timeout_s)
+                # asyncio.timeout, not wait_for: no task per request.
+                async with asyncio.timeout(self.limits.body_timeout_s):
+                    message = await receive()
             except TimeoutError:
                 await _refuse(
                     send, 408, "the body did not arrive in time "

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import Enum
 from uuid import UUID
 
+import asyncpg
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -113,24 +114,29 @@ class GroupCommitter:
         if self._queued + len(events) > self.max_queued:
             self.metrics.events_rejected.labels("overloaded").inc(len(events))
             raise DependencyUnavailable("api", "the ingest queue is full")
-        future: asyncio.Future[list[Result]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Result]] = loop.create_future()
         item = (events, future)
         self._queue.append(item)
         self._queued += len(events)
         self._wakeup.set()
+        # A timer, not asyncio.wait_for: no task per request on the hot path.
+        timer = loop.call_later(self.deadline_s, self._expire, item)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.deadline_s)
-        except TimeoutError:
-            if item in self._queue:
-                self._queue.remove(item)
-                self._queued -= len(events)
-                future.cancel()
-                raise DependencyUnavailable(
-                    "postgres", "no commit within the deadline"
-                ) from None
-        return await future
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, item: _Pending) -> None:
+        """The deadline passed: a request still queued is taken out, refused,
+        and nothing of it is stored; one already being written is left alone."""
+        events, future = item
+        if item in self._queue and not future.done():
+            self._queue.remove(item)
+            self._queued -= len(events)
+            future.set_exception(
+                DependencyUnavailable("postgres", "no commit within the deadline")
+            )
 
     async def _run(self) -> None:
         while True:
@@ -233,7 +239,13 @@ class GroupCommitter:
             ):
                 with attempt:
                     return await insert_raw_events(self.engine, events)
-        except (OSError, DBAPIError, OperationalError) as exc:
+        except (
+            OSError,
+            DBAPIError,
+            OperationalError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
             log.warning(
                 "group commit insert failed",
                 extra={

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -54,6 +55,13 @@ def is_transient(exc: BaseException) -> bool:
         if state is not None:
             return state[:2] in TRANSIENT_SQLSTATE_CLASSES
         return isinstance(exc, OperationalError)
+    # asyncpg's own errors reach us unwrapped when a connection is being made
+    # (CannotConnectNowError, 57P03: the server is starting up or shutting down).
+    if isinstance(exc, asyncpg.InterfaceError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = _sqlstate(exc)
+        return state is not None and state[:2] in TRANSIENT_SQLSTATE_CLASSES
     return False
 
 

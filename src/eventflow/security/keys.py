@@ -7,11 +7,13 @@ row, and the SHA-256 of the whole key must match the stored hash. The secret has
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -24,6 +26,7 @@ from eventflow.store.tables import api_keys
 log = logging.getLogger(__name__)
 
 KEY_MARK = "efk"
+MISS_LOOKUPS_PER_S = 20
 
 
 class Scope(StrEnum):
@@ -142,7 +145,8 @@ class KeyCache:
         self._by_prefix: dict[str, ApiKey] = {}
         self._mark: tuple[int, datetime | None] | None = None
         self._checked = 0.0
-        self._last_miss = 0.0
+        self._misses: deque[float] = deque()
+        self._miss_lock = asyncio.Lock()
 
     @property
     def loaded(self) -> bool:
@@ -167,14 +171,31 @@ class KeyCache:
         self._mark = mark
         return True
 
-    async def refresh_after_miss(self, min_interval_s: float = 1.0) -> bool:
-        """An unknown prefix may be a key created a moment ago elsewhere: look
-        again, at most once per ``min_interval_s``."""
-        now = time.monotonic()
-        if now - self._last_miss < min_interval_s:
-            return False
-        self._last_miss = now
-        return await self.refresh(force=True)
+    async def lookup(self, key: str) -> ApiKey | None:
+        """A key whose prefix the cache does not know may have been created a
+        moment ago: read that one row (by its unique prefix), at most
+        ``MISS_LOOKUPS_PER_S`` times a second per process, so made-up keys cannot
+        turn into a database query each."""
+        prefix = prefix_of(key)
+        if prefix is None:
+            return None
+        async with self._miss_lock:
+            if prefix not in self._by_prefix:
+                now = time.monotonic()
+                while self._misses and now - self._misses[0] > 1.0:
+                    self._misses.popleft()
+                if len(self._misses) >= MISS_LOOKUPS_PER_S:
+                    return None
+                self._misses.append(now)
+                async with self.engine.connect() as conn:
+                    row = (
+                        await conn.execute(
+                            select(api_keys).where(api_keys.c.prefix == prefix)
+                        )
+                    ).first()
+                if row is not None:
+                    self._by_prefix[prefix] = _key(row)
+        return self.find(key)
 
     def find(self, key: str) -> ApiKey | None:
         """The active key matching ``key`` exactly, or ``None``."""
