@@ -115,14 +115,6 @@ def canonical_body(
     )
 
 
-def body_hash(
-    event_type: str, user_id: str | None, ts: datetime | None, props: dict[str, Any]
-) -> str:
-    """Fingerprint of what the client sent, to tell a re-send from a conflict."""
-    canonical = canonical_body(event_type, user_id, ts, props)
-    return hashlib.sha256(canonical).hexdigest()[:32]
-
-
 def event_document(
     event_type: str, user_id: str | None, ts: datetime, props: dict[str, Any]
 ) -> dict[str, Any]:
@@ -224,7 +216,8 @@ def validate_event(
                 )
             ]
         )
-    # Every value is validated above: construct without validating again.
+    # Every value is validated above: construct without validating again. The
+    # hash is the fingerprint of what the client sent (a re-send or a conflict).
     return Event(
         event_id=data.event_id or uuid4(),
         event_type=data.event_type,

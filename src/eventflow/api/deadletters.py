@@ -117,11 +117,10 @@ async def replay_one(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, result.skipped[0]["reason"]
         )
-    await audit.record(
+    await audit.record_by(
         ctx.engine,
-        who.actor,
+        who,
         "dead_letter.replay",
-        key_id=who.key_id,
         target=f"dead-letter {dead_letter_id}",
         rows=result.replayed,
         details={"fixed_properties": bool(body and body.properties is not None)},
@@ -137,11 +136,10 @@ async def replay_many(body: BulkReplay, ctx: Context, who: Admin) -> dl.ReplayRe
         ctx.engine, ctx.streams, f=body.filter, dry_run=body.dry_run, limit=body.limit
     )
     if not body.dry_run:
-        await audit.record(
+        await audit.record_by(
             ctx.engine,
-            who.actor,
+            who,
             "dead_letter.replay_many",
-            key_id=who.key_id,
             target="dead letters matching a filter",
             rows=result.replayed,
             details={"filter": body.filter.model_dump(mode="json", exclude_none=True)},
@@ -154,11 +152,10 @@ async def purge_one(dead_letter_id: Id, ctx: Context, who: Admin) -> None:
     """Delete one dead letter for good (the raw event stays in the audit trail)."""
     if not await dl.purge(ctx.engine, ids=[dead_letter_id]):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "dead letter not found")
-    await audit.record(
+    await audit.record_by(
         ctx.engine,
-        who.actor,
+        who,
         "dead_letter.purge",
-        key_id=who.key_id,
         target=f"dead-letter {dead_letter_id}",
         rows=1,
     )
@@ -184,11 +181,10 @@ async def purge_many(
     f = _filter(event_type, error_type, error, since, until, include_replayed=True)
     purged = await dl.purge(ctx.engine, f, dry_run=dry_run)
     if not dry_run:
-        await audit.record(
+        await audit.record_by(
             ctx.engine,
-            who.actor,
+            who,
             "dead_letter.purge_many",
-            key_id=who.key_id,
             target="dead letters matching a filter",
             rows=purged,
             details={"filter": f.model_dump(mode="json", exclude_none=True)},

@@ -20,8 +20,10 @@ async def get_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(get_context)]
 
 
-def _needs(scope: Scope) -> Callable[[Request, ApiContext], Awaitable[Principal]]:
-    async def check(request: Request, ctx: Context) -> Principal:
+def _needs(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
+    async def check(request: Request) -> Principal:
+        # The context straight from the app: no nested dependency per request.
+        ctx: ApiContext = request.app.state.ctx
         s = ctx.settings
         principal = await authorize(
             request, ctx.keys, scope, s.auth_required, s.anonymous_ingest

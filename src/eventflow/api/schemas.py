@@ -200,11 +200,10 @@ async def register(
         return Json(detail, status_code=status.HTTP_409_CONFLICT)
     if created:
         await ctx.refresh_schemas(force=True)
-        await audit.record(
+        await audit.record_by(
             ctx.engine,
-            who.actor,
+            who,
             "schema.register",
-            key_id=who.key_id,
             target=f"{event_type} version {stored.version}",
             rows=1,
             details={"compatibility": body.compatibility},

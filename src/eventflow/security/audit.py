@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventflow.security.auth import Principal
 from eventflow.store.tables import audit_log
 
 
@@ -51,6 +52,27 @@ async def record(
                 details=details,
             )
         )
+
+
+async def record_by(
+    engine: AsyncEngine,
+    who: Principal,
+    action: str,
+    *,
+    target: str | None = None,
+    rows: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """``record`` for a request's principal (its key's name and id)."""
+    await record(
+        engine,
+        who.actor,
+        action,
+        key_id=who.key_id,
+        target=target,
+        rows=rows,
+        details=details,
+    )
 
 
 async def list_entries(
