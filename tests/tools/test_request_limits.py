@@ -4,6 +4,7 @@ oversized or slow body is cut while it is read, and nothing is stored."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import httpx
@@ -19,16 +20,24 @@ def live_env() -> dict[str, str]:
 
 
 async def _raw(live: Live, head: bytes, body: bytes, wait_s: float = 10) -> bytes:
-    """Send ``head`` and ``body`` on a fresh connection; the first bytes of the
-    answer (without sending anything more)."""
+    """Send ``head`` and ``body`` on a fresh connection; the whole answer (head
+    and body, as announced by its content-length) without sending anything more."""
     host, port = live.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         writer.write(head + body)
         await writer.drain()
-        return await asyncio.wait_for(reader.read(4096), wait_s)
+        return await asyncio.wait_for(_read_answer(reader), wait_s)
     finally:
         writer.close()
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> bytes:
+    answer = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"content-length: *(\d+)", answer, re.IGNORECASE)
+    if length is not None:
+        answer += await reader.readexactly(int(length.group(1)))
+    return answer
 
 
 def _head(path: str, length: int, kind: str = "application/json") -> bytes:
