@@ -150,5 +150,21 @@ ALTER TABLE raw_events ADD COLUMN source TEXT;
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+ALTER TABLE raw_events ADD COLUMN partition_key TEXT;
+
+CREATE TABLE partition_owners (
+    stream TEXT NOT NULL, 
+    partition INTEGER NOT NULL, 
+    token BIGINT NOT NULL, 
+    owner TEXT NOT NULL, 
+    acquired_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    committed_at TIMESTAMP WITH TIME ZONE, 
+    PRIMARY KEY (stream, partition)
+);
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
 COMMIT;
 

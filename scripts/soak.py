@@ -54,7 +54,7 @@ UNAVAILABLE = (0, 429, 503)  # 0: no answer (transport error or timeout)
 # As the fault tests: reclaims and republishing happen within the run.
 SETTINGS = {
     "EVENTFLOW_CLAIM_IDLE_MS": "1500",
-    "EVENTFLOW_CLAIM_INTERVAL_S": "0.25",
+    "EVENTFLOW_LEASE_TTL_MS": "1500",
     "EVENTFLOW_RECONCILE_INTERVAL_S": "0.5",
     "EVENTFLOW_RECONCILE_MIN_AGE_S": "1",
     "EVENTFLOW_WORKER_METRICS_PORT": "0",

@@ -55,7 +55,14 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 
 @pytest.fixture
-def settings(services: Services) -> Settings:
+def partitions() -> int:
+    """Stream partitions of the ``settings`` fixture; a module overrides this
+    fixture (with params) to run its tests with several partitions."""
+    return 1
+
+
+@pytest.fixture
+def settings(services: Services, partitions: int) -> Settings:
     """Settings with a stream and group of their own for each test."""
     tag = uuid.uuid4().hex[:8]
     return Settings(
@@ -65,7 +72,8 @@ def settings(services: Services) -> Settings:
         consumer_group=f"test-{tag}",
         worker_block_ms=50,
         claim_idle_ms=200,
-        claim_interval_s=0.2,
+        partitions=partitions,
+        lease_ttl_ms=1000,
         reconcile_min_age_s=0,
         retry_initial_s=0.01,
         retry_max_s=0.2,
@@ -85,7 +93,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
         await conn.execute(
             text(
                 "TRUNCATE raw_events, processed_events, failed_events, api_keys, "
-                "audit_log"
+                "audit_log, partition_owners"
             )
         )
         # Back to the schemas the migration installed.
@@ -104,5 +112,6 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     assert settings.redis_dsn
     client = Redis.from_url(settings.redis_dsn)
     yield client
-    await client.delete(settings.stream_name)
+    async for key in client.scan_iter(match=f"{settings.stream_name}*"):
+        await client.delete(key)
     await client.aclose()

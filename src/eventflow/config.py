@@ -41,13 +41,14 @@ class Settings(BaseSettings):
     stream_name: str = "eventflow:events"
     consumer_group: str = "eventflow-workers"
     consumer_name: str | None = None
+    partitions: int = Field(default=8, ge=1, le=1024)
+    redis_cluster: bool = False
+    lease_ttl_ms: int = Field(default=10_000, ge=500)
 
     # Worker.
     worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     worker_block_ms: int = Field(default=1000, ge=1)
-    worker_pipeline_depth: int = Field(default=2, ge=1, le=8)
     claim_idle_ms: int = Field(default=15_000, ge=100)
-    claim_interval_s: float = Field(default=2.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
     housekeeping_interval_s: float = Field(default=5.0, gt=0)
     idle_consumer_timeout_s: float = Field(default=60.0, gt=0)

@@ -49,6 +49,10 @@ class Overloaded(EventFlowError):
     """Consumers are too far behind; the client should retry after a delay."""
 
 
+class FencedOut(EventFlowError):
+    """A worker tried to commit a batch of a partition it no longer owns."""
+
+
 def short_reason(exc: BaseException) -> str:
     """What a client may see of a dependency failure: a category, never the
     server's own message (it may name hosts, users or data)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -179,6 +179,41 @@ class Metrics:
             "Consumers registered in the group.",
             registry=r,
         )
+        self.partitions_owned = Gauge(
+            "eventflow_worker_partitions_owned",
+            "Stream partitions this worker owns.",
+            registry=r,
+        )
+        self.partition_length = Gauge(
+            "eventflow_partition_length_entries",
+            "Entries in a partition's stream.",
+            ["partition"],
+            registry=r,
+        )
+        self.partition_lag = Gauge(
+            "eventflow_partition_lag_entries",
+            "Entries of a partition not yet delivered.",
+            ["partition"],
+            registry=r,
+        )
+        self.partition_pending = Gauge(
+            "eventflow_partition_pending_entries",
+            "Entries of a partition delivered but not yet acknowledged.",
+            ["partition"],
+            registry=r,
+        )
+        self.partition_owned = Gauge(
+            "eventflow_partition_owned",
+            "1 when a live worker holds the partition's lease, else 0.",
+            ["partition"],
+            registry=r,
+        )
+        self.partition_owner = Gauge(
+            "eventflow_partition_owner_info",
+            "The worker that owns a partition (value 1).",
+            ["partition", "owner"],
+            registry=r,
+        )
         self.dead_letters = Gauge(
             "eventflow_dead_letters",
             "Rows in failed_events awaiting replay.",
@@ -215,3 +250,17 @@ class Metrics:
         self.stream_pending.set(state.pending)
         self.oldest_pending_age.set(state.oldest_pending_age_s)
         self.consumers.set(state.consumers)
+
+    def set_partitions(
+        self, states: Sequence[StreamState], owners: Sequence[str | None]
+    ) -> None:
+        """Per-partition gauges (read from Redis when scraped)."""
+        self.partition_owner.clear()
+        for p, (state, owner) in enumerate(zip(states, owners, strict=True)):
+            label = str(p)
+            self.partition_length.labels(label).set(state.length)
+            self.partition_lag.labels(label).set(state.lag)
+            self.partition_pending.labels(label).set(state.pending)
+            self.partition_owned.labels(label).set(owner is not None)
+            if owner is not None:
+                self.partition_owner.labels(label, owner).set(1)

@@ -59,6 +59,14 @@ class EventIn(BaseModel):
         "default: the latest.",
     )
     user_id: str | None = Field(default=None, min_length=1, max_length=USER_ID_MAX)
+    partition_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=USER_ID_MAX,
+        pattern=r"^[^\x00]*$",
+        description="Events with the same key are processed in the order they were "
+        "accepted. Default: `user_id`, else the event id.",
+    )
     timestamp: datetime | None = Field(
         default=None,
         description="When it happened; offsets are converted to UTC, times without "
@@ -85,6 +93,7 @@ class Event:
     body_hash: str
     schema_version: int | None = None
     source: str | None = None  # who sent it (raw_events only, not in the stream)
+    partition_key: str | None = None
 
     def to_message(self) -> bytes:
         # orjson writes UUIDs and datetimes itself (RFC 4122, ISO 8601).
@@ -99,6 +108,7 @@ class Event:
                 "recv": self.received_at,
                 "cid": self.correlation_id,
                 "hash": self.body_hash,
+                "pk": self.partition_key,
             }
         )
 
@@ -228,6 +238,7 @@ def validate_event(
         correlation_id=correlation_id,
         body_hash=hashlib.sha256(canonical).hexdigest()[:32],
         schema_version=version,
+        partition_key=data.partition_key,
     )
 
 
@@ -281,6 +292,7 @@ def decode_message(raw: bytes) -> Event:
             correlation_id=_optional_str(d.get("cid"), CORRELATION_ID_MAX) or "",
             body_hash=_optional_str(d.get("hash"), 64) or "",
             schema_version=_optional_version(d.get("ver")),
+            partition_key=_optional_str(d.get("pk"), USER_ID_MAX),
         )
     except Exception as exc:  # any shape but EventFlow's own is undecodable
         raise UndecodableMessage(

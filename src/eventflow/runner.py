@@ -14,12 +14,12 @@ from pathlib import Path
 from types import FrameType
 
 from prometheus_client import start_http_server
-from redis.asyncio import Redis
 
 from eventflow.config import Settings
 from eventflow.local.servers import LocalPostgres, LocalRedis, die_with_parent
 from eventflow.metrics import Metrics
 from eventflow.pipeline.worker import Worker
+from eventflow.redisconn import connect_redis
 from eventflow.store.migrate import upgrade
 from eventflow.store.tables import engine_for
 
@@ -96,13 +96,15 @@ async def run_worker(settings: Settings, until_empty: bool = False) -> int:
     database_url, redis_url = settings.require_urls()
     metrics = Metrics()
     port = _serve_metrics(metrics, settings.worker_metrics_port)
-    engine = engine_for(settings, database_url, pool_size=2)
-    redis = Redis.from_url(
+    # One commit in flight per owned partition, and the reconciler.
+    engine = engine_for(
+        settings, database_url, pool_size=2 + min(8, settings.partitions)
+    )
+    redis = connect_redis(
+        settings,
         redis_url,
         # A blocking read waits up to worker_block_ms before Redis answers.
-        socket_timeout=settings.redis_socket_timeout_s
-        + settings.worker_block_ms / 1000,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
+        settings.redis_socket_timeout_s + settings.worker_block_ms / 1000,
     )
     worker = Worker(settings, engine, redis, metrics)
     worker.install_signal_handlers()

@@ -11,6 +11,12 @@ from tests.conftest import Services
 from tests.faults.harness import RECOVERY_TIMES, Stack
 
 
+@pytest.fixture(params=[1, 8], ids=["1-partition", "8-partitions"])
+def partitions(request: pytest.FixtureRequest) -> int:
+    """Every fault test runs with one stream partition and with eight."""
+    return int(request.param)
+
+
 @pytest.fixture
 def local_servers(services: Services) -> Services:
     """Fault tests stop and start the servers, so they must own them."""

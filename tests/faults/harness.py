@@ -26,7 +26,6 @@ RECOVERY_TIMES: dict[str, float] = {}
 
 FAULT_SETTINGS = {
     "EVENTFLOW_CLAIM_IDLE_MS": "1500",
-    "EVENTFLOW_CLAIM_INTERVAL_S": "0.25",
     "EVENTFLOW_RECONCILE_INTERVAL_S": "0.5",
     "EVENTFLOW_RECONCILE_MIN_AGE_S": "1",
     "EVENTFLOW_WORKER_BATCH_SIZE": "50",
@@ -36,6 +35,7 @@ FAULT_SETTINGS = {
     "EVENTFLOW_RETRY_MAX_S": "0.5",
     "EVENTFLOW_LOG_FORMAT": "json",
     "EVENTFLOW_AUTH_REQUIRED": "false",
+    "EVENTFLOW_LEASE_TTL_MS": "1500",
 }
 
 
@@ -49,6 +49,7 @@ class Stack:
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     claim_idle_s: float = int(FAULT_SETTINGS["EVENTFLOW_CLAIM_IDLE_MS"]) / 1000
+    lease_s: float = int(FAULT_SETTINGS["EVENTFLOW_LEASE_TTL_MS"]) / 1000
 
     @property
     def url(self) -> str:
@@ -61,6 +62,7 @@ class Stack:
         env["REDIS_URL"] = str(self.settings.redis_dsn)
         env["EVENTFLOW_STREAM_NAME"] = self.settings.stream_name
         env["EVENTFLOW_CONSUMER_GROUP"] = self.settings.consumer_group
+        env["EVENTFLOW_PARTITIONS"] = str(self.settings.partitions)
         return env
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.api import create_app
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
+from eventflow.pipeline.streams import partition_stream
 
 
 async def count(engine: AsyncEngine, table: str, where: str = "true") -> int:
@@ -29,3 +30,8 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             yield c
+
+
+def first_stream(settings: Settings) -> str:
+    """The stream key of partition 0 (the only one when ``partitions`` is 1)."""
+    return partition_stream(settings.stream_name, 0)

@@ -20,7 +20,7 @@ from eventflow.config import Settings
 from eventflow.metrics import Metrics
 from eventflow.pipeline.worker import Worker
 from eventflow.processors import EventView
-from tests.integration.helpers import count
+from tests.integration.helpers import count, first_stream
 
 
 def page_view(page: str = "/home") -> dict[str, Any]:
@@ -109,7 +109,7 @@ async def test_invalid_stream_entry_is_fixed_by_replaying_new_properties(
             "cid": "c1",
         }
     )
-    await redis.xadd(settings.stream_name, {"e": message})
+    await redis.xadd(first_stream(settings), {"e": message})
     await make_worker().run(until_empty=True)
     page = (await client.get("/dead-letters", params={"event_type": "purchase"})).json()
     (item,) = page["items"]
@@ -131,8 +131,8 @@ async def test_undecodable_entries_are_dead_lettered_not_fatal(
     settings: Settings,
     make_worker: Callable[..., Worker],
 ) -> None:
-    await redis.xadd(settings.stream_name, {"e": b"\xff\x00 not json"})
-    await redis.xadd(settings.stream_name, {"unrelated": "field"})
+    await redis.xadd(first_stream(settings), {"e": b"\xff\x00 not json"})
+    await redis.xadd(first_stream(settings), {"unrelated": "field"})
     good = page_view()
     assert (await client.post("/events", json=good)).status_code == 202
     report = await make_worker().run(until_empty=True)
@@ -153,7 +153,7 @@ async def test_undecodable_entries_are_dead_lettered_not_fatal(
         "purged"
     ] == 1
     assert await count(engine, "failed_events") == 0
-    assert await redis.xlen(settings.stream_name) == 0
+    assert await redis.xlen(first_stream(settings)) == 0
 
 
 async def test_poison_entry_is_dead_lettered_after_max_deliveries(
@@ -168,11 +168,15 @@ async def test_poison_entry_is_dead_lettered_after_max_deliveries(
     worker = make_worker(max_deliveries=3)
     await worker.streams.ensure_group()
     # Consumers that take the entry and die before acknowledging it, repeatedly.
-    entries = await worker.streams.read("crashy", 10, 10)
+    entries = await worker.streams.partitions[0].read("crashy", 10, 10)
     (entry,) = entries
     for _ in range(3):
         await redis.xclaim(
-            settings.stream_name, settings.consumer_group, "crashy", 0, [entry.entry_id]
+            first_stream(settings),
+            settings.consumer_group,
+            "crashy",
+            0,
+            [entry.entry_id],
         )
     await worker.run(until_empty=True)
     assert await count(engine, "processed_events") == 0
@@ -242,8 +246,8 @@ async def test_dlq_command_line(
             "cid": "cli",
         }
     )
-    await redis.xadd(settings.stream_name, {"e": message})
-    await redis.xadd(settings.stream_name, {"e": b"junk"})
+    await redis.xadd(first_stream(settings), {"e": message})
+    await redis.xadd(first_stream(settings), {"e": b"junk"})
     await make_worker().run(until_empty=True)
 
     listed = _cli(settings, "list", "--json")

@@ -28,7 +28,7 @@ from eventflow.pipeline.reconciler import reconcile_once
 from eventflow.pipeline.streams import Streams
 from eventflow.pipeline.worker import Worker
 from eventflow.store.events import FailedRow, ProcessedRow, write_results
-from tests.integration.helpers import app_client, count
+from tests.integration.helpers import app_client, count, first_stream
 
 
 def custom(n: int) -> dict[str, Any]:
@@ -71,7 +71,7 @@ async def test_entries_of_unexpected_shape_are_dead_lettered_alone(
         foreign(ver="two"),
     ]
     for message in bad:
-        await redis.xadd(settings.stream_name, {"e": message})
+        await redis.xadd(first_stream(settings), {"e": message})
     for n in range(50, 100):
         assert (await client.post("/events", json=custom(n))).status_code == 202
     await asyncio.wait_for(make_worker().run(until_empty=True), 30)
@@ -82,7 +82,7 @@ async def test_entries_of_unexpected_shape_are_dead_lettered_alone(
     )
     # Stored whole: the 5,000-character correlation id is in the payload.
     assert await count(engine, "failed_events", "length(payload) > 5000") == 1
-    state = await Streams(redis, settings.stream_name, settings.consumer_group).state()
+    state = await Streams.from_settings(redis, settings).state()
     assert state.pending == 0 and state.lag == 0
 
 
@@ -92,14 +92,14 @@ async def test_poison_is_dead_lettered_before_it_is_decoded(
     settings: Settings,
     make_worker: Callable[..., Worker],
 ) -> None:
-    streams = Streams(redis, settings.stream_name, settings.consumer_group)
+    streams = Streams.from_settings(redis, settings)
     await streams.ensure_group()
-    await redis.xadd(settings.stream_name, {"e": foreign(type="t" * 500)})
+    await redis.xadd(first_stream(settings), {"e": foreign(type="t" * 500)})
     # Delivered (and never acknowledged) more often than max_deliveries allows.
     for _ in range(settings.max_deliveries + 1):
         await redis.xautoclaim(
-            settings.stream_name, settings.consumer_group, "crashy", 0, "0-0"
-        ) if _ else await streams.read("crashy", 10, 10)
+            first_stream(settings), settings.consumer_group, "crashy", 0, "0-0"
+        ) if _ else await streams.partitions[0].read("crashy", 10, 10)
     await asyncio.wait_for(make_worker().run(until_empty=True), 30)
     assert await count(engine, "failed_events", "error_type = 'PoisonMessage'") == 1
 
@@ -110,17 +110,17 @@ async def test_reconciler_republishes_past_a_stuck_entry(
     redis: Redis,
     settings: Settings,
 ) -> None:
-    streams = Streams(redis, settings.stream_name, settings.consumer_group)
+    streams = Streams.from_settings(redis, settings)
     await streams.ensure_group()
     # An entry from an hour ago, delivered to a consumer that died holding it.
     hour_ago_ms = int(time.time() * 1000) - 3_600_000
-    await redis.xadd(settings.stream_name, {"e": b"junk"}, id=f"{hour_ago_ms}-0")
-    await streams.read("dead-consumer", 10, 10)
+    await redis.xadd(first_stream(settings), {"e": b"junk"}, id=f"{hour_ago_ms}-0")
+    await streams.partitions[0].read("dead-consumer", 10, 10)
     # An accepted event that Redis then lost.
     body = custom(1)
     assert (await client.post("/events", json=body)).status_code == 202
-    entries = await redis.xrange(settings.stream_name)
-    await redis.xdel(settings.stream_name, entries[-1][0])
+    entries = await redis.xrange(first_stream(settings))
+    await redis.xdel(first_stream(settings), entries[-1][0])
     async with engine.begin() as conn:
         await conn.execute(
             text("UPDATE raw_events SET published_at = now() - interval '1 minute'")
@@ -278,7 +278,7 @@ async def test_hostile_requests_get_4xx_and_change_nothing(
         else:
             assert 400 <= response.status_code < 500, where
     assert await count(engine, "raw_events") == 0
-    assert await redis.xlen(settings.stream_name) == 0
+    assert await redis.xlen(first_stream(settings)) == 0
 
 
 async def test_numbers_are_stored_exactly_as_sent(
@@ -435,7 +435,7 @@ async def test_entry_whose_dead_letter_is_refused_is_quarantined(
                 await conn.execute(text(f"DROP FUNCTION refuse_{table}()"))
     assert await count(engine, "processed_events") == 2
     assert await count(engine, "failed_events") == 0
-    streams = Streams(redis, settings.stream_name, settings.consumer_group)
+    streams = Streams.from_settings(redis, settings)
     (kept,) = await streams.quarantined(10)
     assert "quarantine-me" in kept["payload"] and "test trigger" in kept["error"]
     assert worker.metrics.quarantined._value.get() == 1

@@ -20,7 +20,7 @@ from eventflow.pipeline.reconciler import reconcile_once
 from eventflow.pipeline.streams import Streams
 from eventflow.pipeline.worker import Worker
 from eventflow.store.migrate import render_sql
-from tests.integration.helpers import app_client, count
+from tests.integration.helpers import app_client, count, first_stream
 
 
 def custom(n: int) -> dict[str, object]:
@@ -45,6 +45,10 @@ class CrashAfterCommit(RuntimeError):
     """Stands for a worker dying after COMMIT and before XACK."""
 
 
+PARTITIONED = pytest.mark.parametrize("partitions", [1, 8])
+
+
+@PARTITIONED
 async def test_crash_between_commit_and_ack_creates_no_duplicate(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
@@ -59,23 +63,25 @@ async def test_crash_between_commit_and_ack_creates_no_duplicate(
     async def crash(entry_ids: object) -> None:
         raise CrashAfterCommit
 
-    monkeypatch.setattr(doomed.streams, "ack", crash)
+    for stream in doomed.streams.partitions:
+        monkeypatch.setattr(stream, "ack", crash)
     with pytest.raises(CrashAfterCommit):
         await doomed.run(until_empty=True)
     # The batch committed, but its entries are still pending under the dead name.
     assert await count(engine, "processed_events") > 0
-    pending = await redis.xpending(settings.stream_name, settings.consumer_group)
-    assert pending["pending"] > 0
+    streams = Streams.from_settings(redis, settings)
+    assert (await streams.state()).pending > 0
 
     rescuer = make_worker(consumer_name="rescuer")
     report = await rescuer.run(until_empty=True)
     assert report.duplicates > 0  # redelivered entries were recognised
     assert await count(engine, "processed_events") == 250
-    pending = await redis.xpending(settings.stream_name, settings.consumer_group)
-    assert pending["pending"] == 0
-    assert await redis.xlen(settings.stream_name) == 0  # acknowledged = deleted
+    state = await streams.state()
+    assert state.pending == 0
+    assert state.length == 0  # acknowledged = deleted
 
 
+@PARTITIONED
 async def test_redis_losing_the_stream_loses_no_event(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
@@ -84,27 +90,26 @@ async def test_redis_losing_the_stream_loses_no_event(
     make_worker: Callable[..., Worker],
 ) -> None:
     ids = await send(client, 300)
-    # Half of them are processed, then Redis forgets everything it held.
-    await make_worker(worker_batch_size=150).handle(
-        await Streams(redis, settings.stream_name, settings.consumer_group).read(
-            "early", 150, 10
-        )
-    )
-    assert await count(engine, "processed_events") == 150
-    await redis.delete(settings.stream_name)
+    # About half of them are processed, then Redis forgets everything it held.
+    worker = make_worker()
+    streams = Streams.from_settings(redis, settings)
+    quota = 150 // len(streams)
+    for stream in streams.partitions:
+        entries = await stream.read("early", quota, 10)
+        await worker.handle(entries, stream=stream)
+    processed = await count(engine, "processed_events")
+    assert 0 < processed <= 150
+    for stream in streams.partitions:
+        await redis.delete(stream.stream)
 
-    republished = await reconcile_once(
-        engine,
-        Streams(redis, settings.stream_name, settings.consumer_group),
-        Metrics(),
-        timedelta(0),
-    )
-    assert republished == 150
+    republished = await reconcile_once(engine, streams, Metrics(), timedelta(0))
+    assert republished == 300 - processed
     await make_worker().run(until_empty=True)
     assert await count(engine, "processed_events") == len(ids)
     assert await count(engine, "raw_events", "status = 'accepted'") == 0
 
 
+@PARTITIONED
 async def test_reconciler_leaves_queued_events_alone(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
@@ -112,12 +117,13 @@ async def test_reconciler_leaves_queued_events_alone(
     settings: Settings,
 ) -> None:
     await send(client, 50)
-    streams = Streams(redis, settings.stream_name, settings.consumer_group)
+    streams = Streams.from_settings(redis, settings)
     # Everything is still in the stream, waiting: nothing to republish.
     assert await reconcile_once(engine, streams, Metrics(), timedelta(0)) == 0
-    assert await redis.xlen(settings.stream_name) == 50
+    assert (await streams.state()).length == 50
 
 
+@PARTITIONED
 async def test_accepted_while_redis_unreachable_then_republished(
     settings: Settings,
     engine: AsyncEngine,
@@ -158,10 +164,10 @@ async def test_two_workers_register_two_consumers(
     await send(client, 20)
     a, b = make_worker(worker_batch_size=5), make_worker(worker_batch_size=5)
     assert a.consumer != b.consumer
-    await a.handle(await a.streams.read(a.consumer, 5, 10))
-    await b.handle(await b.streams.read(b.consumer, 5, 10))
+    await a.handle(await a.streams.partitions[0].read(a.consumer, 5, 10))
+    await b.handle(await b.streams.partitions[0].read(b.consumer, 5, 10))
     consumers = await redis.xinfo_consumers(
-        settings.stream_name, settings.consumer_group
+        first_stream(settings), settings.consumer_group
     )
     assert {c["name"].decode() for c in consumers} == {a.consumer, b.consumer}
 
@@ -183,12 +189,16 @@ async def test_dead_consumers_are_removed_from_the_group(
     worker = make_worker()
     await worker.streams.ensure_group()
     # A consumer that died holding entries, and one that died holding none.
-    await worker.streams.read("dead-busy", 5, 10)
+    await worker.streams.partitions[0].read("dead-busy", 5, 10)
     await redis.xgroup_createconsumer(
-        settings.stream_name, settings.consumer_group, "dead-idle"
+        first_stream(settings), settings.consumer_group, "dead-idle"
     )
-    removed = await worker.streams.remove_idle_consumers(0, keep=worker.consumer)
+    removed = await worker.streams.partitions[0].remove_idle_consumers(
+        0, keep=worker.consumer
+    )
     assert removed == ["dead-idle"]  # never drop a consumer that holds entries
     await worker.run(until_empty=True)  # reclaims from dead-busy
-    removed = await worker.streams.remove_idle_consumers(0, keep=worker.consumer)
+    removed = await worker.streams.partitions[0].remove_idle_consumers(
+        0, keep=worker.consumer
+    )
     assert "dead-busy" in removed

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.config import Settings
 from eventflow.metrics import Metrics
 from eventflow.pipeline.worker import Worker
-from tests.integration.helpers import count
+from tests.integration.helpers import count, first_stream
 
 
 def purchase(amount: float = 49.9, **extra: Any) -> dict[str, Any]:
@@ -267,7 +267,7 @@ async def test_bad_input_is_422_naming_the_field_and_stores_nothing(
     )
     assert malformed.status_code == 422
     assert await count(engine, "raw_events") == 0
-    assert await redis.xlen(settings.stream_name) == 0
+    assert await redis.xlen(first_stream(settings)) == 0
 
 
 async def test_group_commit_batches_concurrent_requests(

@@ -11,7 +11,6 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
@@ -32,6 +31,7 @@ from eventflow.metrics import Metrics
 from eventflow.pipeline.ingest import GroupCommitter
 from eventflow.pipeline.retry import is_transient
 from eventflow.pipeline.streams import Streams
+from eventflow.redisconn import connect_redis
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.security.keys import KeyCache
 from eventflow.security.ratelimit import RateLimiter
@@ -107,12 +107,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = engine_for(settings, database_url, settings.db_pool_size)
-        redis = Redis.from_url(
-            redis_url,
-            socket_timeout=settings.redis_socket_timeout_s,
-            socket_connect_timeout=settings.redis_connect_timeout_s,
-        )
-        streams = Streams(redis, settings.stream_name, settings.consumer_group)
+        redis = connect_redis(settings, redis_url, settings.redis_socket_timeout_s)
+        streams = Streams.from_settings(redis, settings)
         registry = SchemaRegistry(
             engine, settings.schema_refresh_s, settings.unknown_event_types
         )

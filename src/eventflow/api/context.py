@@ -15,7 +15,8 @@ from eventflow.config import Settings
 from eventflow.errors import short_reason
 from eventflow.metrics import Metrics
 from eventflow.pipeline.ingest import GroupCommitter
-from eventflow.pipeline.streams import Streams, StreamState
+from eventflow.pipeline.ownership import partition_owners
+from eventflow.pipeline.streams import Streams, StreamState, combine
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.security.keys import KeyCache
 from eventflow.security.ratelimit import RateLimiter
@@ -78,11 +79,13 @@ class ApiContext:
 
     async def refresh_stream_state(self) -> None:
         try:
-            state = await self.streams.state()
+            states = await self.streams.states()
+            owners = await partition_owners(self.redis, self.streams)
         except Exception:
             return
-        self.stream_state = state
-        self.metrics.set_stream_state(state)
+        self.stream_state = combine(states)
+        self.metrics.set_stream_state(self.stream_state)
+        self.metrics.set_partitions(states, owners)
 
     async def refresh_schemas(self, force: bool = False) -> None:
         """New schema versions reach this process within ``schema_refresh_s``."""

@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from eventflow.api.deps import Context, Read
+from eventflow.pipeline.ownership import partition_owners
+from eventflow.pipeline.streams import combine
 
 router = APIRouter(tags=["operations"])
 
@@ -38,6 +40,15 @@ _RECENT = text(
 )
 
 
+class PartitionOut(BaseModel):
+    partition: int
+    stream: str
+    length: int
+    lag: int
+    pending: int
+    owner: str | None
+
+
 class Summary(BaseModel):
     received: int
     processed: int
@@ -52,6 +63,7 @@ class Summary(BaseModel):
     processing_rate_per_second: float
     avg_processing_time_ms: float | None
     p95_processing_time_ms: float | None
+    partitions: list[PartitionOut]
     timestamp: datetime
 
 
@@ -66,7 +78,9 @@ async def summary(ctx: Context, _: Read) -> Summary:
     async with ctx.engine.connect() as conn:
         counts = (await conn.execute(_COUNTS)).one()
         recent = (await conn.execute(_RECENT)).one()
-    state = await ctx.streams.state()
+    states = await ctx.streams.states()
+    owners = await partition_owners(ctx.redis, ctx.streams)
+    state = combine(states)
     duplicates = await ctx.streams.duplicates()
     return Summary(
         received=counts.received,
@@ -82,5 +96,16 @@ async def summary(ctx: Context, _: Read) -> Summary:
         processing_rate_per_second=round(recent.n / 60, 3),
         avg_processing_time_ms=_ms(recent.avg_s),
         p95_processing_time_ms=_ms(recent.p95_s),
+        partitions=[
+            PartitionOut(
+                partition=p,
+                stream=ctx.streams.partitions[p].stream,
+                length=s.length,
+                lag=s.lag,
+                pending=s.pending,
+                owner=owner,
+            )
+            for p, (s, owner) in enumerate(zip(states, owners, strict=True))
+        ],
         timestamp=datetime.now(UTC),
     )

@@ -39,7 +39,8 @@ _CLAIM = text(
     ) stale
     WHERE r.event_id = stale.event_id
     RETURNING r.event_id, r.event_type, r.user_id, r.event_timestamp, r.properties,
-        r.body_hash, r.correlation_id, r.received_at
+        r.body_hash, r.correlation_id, r.received_at, r.partition_key,
+        r.schema_version
     """
 )
 
@@ -84,6 +85,8 @@ async def reconcile_once(
                 received_at=r.received_at,
                 correlation_id=r.correlation_id or "",
                 body_hash=r.body_hash,
+                schema_version=r.schema_version,
+                partition_key=r.partition_key,
             )
             for r in rows
         ]

@@ -1,16 +1,27 @@
-"""Redis Streams operations: publish, group set-up, read, acknowledge, reclaim."""
+"""Redis Streams operations: publish, group set-up, read, acknowledge, reclaim.
+
+The queue is split into ``partitions`` streams. An event goes to the partition of
+its partition key (``partition_of``); each partition's keys carry a hash tag, so a
+partition lives in one Redis Cluster slot and no command ever spans two slots.
+``Stream`` is one partition, ``Streams`` all of them.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ResponseError
 
+from eventflow.config import Settings
 from eventflow.models import Event
 
 FIELD = b"e"
@@ -64,6 +75,7 @@ class StreamState:
 
 
 QUARANTINE_MAX = 100_000
+MAX_PARTITIONS = 1024
 
 
 def entry_ms(entry_id: str | bytes) -> int:
@@ -73,13 +85,51 @@ def entry_ms(entry_id: str | bytes) -> int:
     return int(entry_id.split("-", 1)[0])
 
 
-class Streams:
-    """The stream and consumer group of one EventFlow deployment."""
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a partition key: CRC-32 (zlib, IEEE) of its UTF-8 bytes,
+    modulo the number of partitions."""
+    return zlib.crc32(key.encode()) % partitions
 
-    def __init__(self, redis: Redis, stream: str, group: str) -> None:
+
+def partition_key(event: Event) -> str:
+    """``partition_key`` when the event has one, else ``user_id``, else its id."""
+    return event.partition_key or event.user_id or str(event.event_id)
+
+
+@functools.cache
+def partition_tag(partition: int) -> str:
+    """The hash tag of a partition's keys: ``<p>.<n>``, with the smallest ``n`` that
+    puts the tag within 16 slots of ``v(p) * 16384``, where ``v`` is the van der
+    Corput sequence (0, 1/2, 1/4, 3/4, 1/8, ...). The first P partitions therefore
+    spread evenly over the slots, hence over the masters of a cluster, whatever P
+    is, and a partition keeps its keys when P is raised."""
+    if not 0 <= partition < MAX_PARTITIONS:
+        raise ValueError(f"partitions are numbered 0 to {MAX_PARTITIONS - 1}")
+    bits = MAX_PARTITIONS.bit_length() - 1
+    reversed_ = int(format(partition, f"0{bits}b")[::-1], 2)
+    width = REDIS_CLUSTER_HASH_SLOTS // MAX_PARTITIONS
+    low = reversed_ * width
+    n = 0
+    while not low <= key_slot(f"{partition}.{n}".encode()) < low + width:
+        n += 1
+    return f"{partition}.{n}"
+
+
+def partition_stream(stream: str, partition: int) -> str:
+    """The stream key of a partition, e.g. ``eventflow:events:{3.41}``."""
+    return f"{stream}:{{{partition_tag(partition)}}}"
+
+
+class Stream:
+    """One partition: its stream and consumer group."""
+
+    def __init__(
+        self, redis: Redis, stream: str, group: str, partition: int = 0
+    ) -> None:
         self.redis = redis
         self.stream = stream
         self.group = group
+        self.partition = partition
         self._publish = redis.register_script(_PUBLISH)
         self._ack_delete = redis.register_script(_ACK_DELETE)
 
@@ -93,6 +143,12 @@ class Streams:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def publish_into(self, pipe: Any, events: Sequence[Event]) -> None:
+        """Queue the publish of ``events`` (at most PUBLISH_CHUNK) on a pipeline."""
+        await self._publish(
+            keys=[self.stream], args=[e.to_message() for e in events], client=pipe
+        )
+
     async def publish(self, events: Sequence[Event]) -> list[str]:
         """Append events, one command per chunk; returns their entry ids."""
         ids: list[str] = []
@@ -103,28 +159,6 @@ class Streams:
             )
             ids += [i.decode() if isinstance(i, bytes) else str(i) for i in reply]
         return ids
-
-    @property
-    def quarantine_key(self) -> str:
-        return f"{self.stream}:quarantine"
-
-    async def quarantine(self, entry_id: str, payload: str, error: str) -> None:
-        """Keep an entry that not even a dead letter could hold (the stream entry
-        is acknowledged afterwards); the newest QUARANTINE_MAX are kept."""
-        await self.redis.xadd(
-            self.quarantine_key,
-            {"entry": entry_id, "payload": payload, "error": error},
-            maxlen=QUARANTINE_MAX,
-            approximate=True,
-        )
-
-    async def quarantined(self, count: int) -> list[dict[str, str]]:
-        """The newest quarantined entries, newest first."""
-        reply: Any = await self.redis.xrevrange(self.quarantine_key, count=count)
-        return [
-            {"id": _s(entry_id), **{_s(k): _s(v) for k, v in fields.items()}}
-            for entry_id, fields in reply
-        ]
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """New entries for ``consumer`` (``>``), waiting up to ``block_ms``."""
@@ -240,19 +274,6 @@ class Streams:
                 candidates.append(entry_ms(after[0][0]))
         return min(candidates) if candidates else None
 
-    @property
-    def stats_key(self) -> str:
-        return f"{self.stream}:stats"
-
-    async def count_duplicates(self, n: int) -> None:
-        """Deployment-wide duplicate count (for ``/metrics/summary``)."""
-        if n:
-            await self.redis.hincrby(self.stats_key, "duplicates", n)
-
-    async def duplicates(self) -> int:
-        value = await self.redis.hget(self.stats_key, "duplicates")
-        return int(value or 0)
-
     async def delete_consumer(self, consumer: str) -> None:
         with contextlib.suppress(ResponseError):
             await self.redis.xgroup_delconsumer(self.stream, self.group, consumer)
@@ -286,6 +307,123 @@ class Streams:
                 await self.delete_consumer(name)
                 removed.append(name)
         return removed
+
+
+class Streams:
+    """Every partition of one deployment, and its deployment-wide keys."""
+
+    def __init__(
+        self, redis: Redis, name: str, group: str, partitions: int = 1
+    ) -> None:
+        self.redis = redis
+        self.name = name
+        self.group = group
+        self.partitions = [
+            Stream(redis, partition_stream(name, p), group, p)
+            for p in range(partitions)
+        ]
+        # Standalone Redis: one pipelined round trip for every partition.
+        self._pipelined = isinstance(redis, Redis)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> Streams:
+        return cls(
+            redis, settings.stream_name, settings.consumer_group, settings.partitions
+        )
+
+    def __len__(self) -> int:
+        return len(self.partitions)
+
+    def of(self, event: Event) -> Stream:
+        return self.partitions[partition_of(partition_key(event), len(self))]
+
+    async def ensure_group(self) -> None:
+        await asyncio.gather(*(p.ensure_group() for p in self.partitions))
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append events to their partitions, in the order given."""
+        if len(self.partitions) == 1:
+            await self.partitions[0].publish(events)
+            return
+        groups: dict[int, list[Event]] = {}
+        for event in events:
+            p = partition_of(partition_key(event), len(self))
+            groups.setdefault(p, []).append(event)
+        if self._pipelined and all(len(g) <= PUBLISH_CHUNK for g in groups.values()):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p, group in groups.items():
+                    await self.partitions[p].publish_into(pipe, group)
+                await pipe.execute()
+            return
+        await asyncio.gather(
+            *(self.partitions[p].publish(g) for p, g in groups.items())
+        )
+
+    async def states(self) -> list[StreamState]:
+        return list(await asyncio.gather(*(p.state() for p in self.partitions)))
+
+    async def state(self) -> StreamState:
+        """The sum over partitions (the oldest pending entry of all)."""
+        return combine(await self.states())
+
+    async def oldest_unsettled_ms(
+        self, stuck_after_ms: int | None = None
+    ) -> int | None:
+        found = await asyncio.gather(
+            *(p.oldest_unsettled_ms(stuck_after_ms) for p in self.partitions)
+        )
+        known = [ms for ms in found if ms is not None]
+        return min(known) if known else None
+
+    @property
+    def quarantine_key(self) -> str:
+        return f"{self.name}:quarantine"
+
+    async def quarantine(self, entry_id: str, payload: str, error: str) -> None:
+        """Keep an entry that not even a dead letter could hold (the stream entry
+        is acknowledged afterwards); the newest QUARANTINE_MAX are kept."""
+        await self.redis.xadd(
+            self.quarantine_key,
+            {"entry": entry_id, "payload": payload, "error": error},
+            maxlen=QUARANTINE_MAX,
+            approximate=True,
+        )
+
+    async def quarantined(self, count: int) -> list[dict[str, str]]:
+        """The newest quarantined entries, newest first."""
+        reply: Any = await self.redis.xrevrange(self.quarantine_key, count=count)
+        return [
+            {"id": _s(entry_id), **{_s(k): _s(v) for k, v in fields.items()}}
+            for entry_id, fields in reply
+        ]
+
+    @property
+    def stats_key(self) -> str:
+        return f"{self.name}:stats"
+
+    async def count_duplicates(self, n: int) -> None:
+        """Deployment-wide duplicate count (for ``/metrics/summary``)."""
+        if n:
+            await self.redis.hincrby(self.stats_key, "duplicates", n)
+
+    async def duplicates(self) -> int:
+        value = await self.redis.hget(self.stats_key, "duplicates")
+        return int(value or 0)
+
+
+def combine(states: Sequence[StreamState]) -> StreamState:
+    if not states:
+        return StreamState(0, 0, 0, 0.0, 0, "0-0")
+    oldest = [s.oldest_pending_ms for s in states if s.oldest_pending_ms is not None]
+    return StreamState(
+        length=sum(s.length for s in states),
+        lag=sum(s.lag for s in states),
+        pending=sum(s.pending for s in states),
+        oldest_pending_age_s=max(s.oldest_pending_age_s for s in states),
+        consumers=max(s.consumers for s in states),
+        last_delivered_id="",
+        oldest_pending_ms=min(oldest) if oldest else None,
+    )
 
 
 def _s(value: object) -> str:

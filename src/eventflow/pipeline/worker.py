@@ -21,13 +21,19 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
-from eventflow.errors import InvalidEvent, UndecodableMessage, UnknownSchema
+from eventflow.errors import (
+    FencedOut,
+    InvalidEvent,
+    UndecodableMessage,
+    UnknownSchema,
+)
 from eventflow.metrics import Metrics
 from eventflow.models import Event, decode_message
+from eventflow.pipeline.ownership import Fence, Ownership
 from eventflow.pipeline.processing import enrich
 from eventflow.pipeline.reconciler import reconcile_once
 from eventflow.pipeline.retry import is_transient, retrying
-from eventflow.pipeline.streams import Entry, Streams
+from eventflow.pipeline.streams import Entry, Stream, Streams
 from eventflow.processors import Processor, load_processors
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.store.events import (
@@ -66,9 +72,17 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.consumer = self.consumer or self.settings.resolved_consumer_name()
-        self.streams = Streams(
-            self.redis, self.settings.stream_name, self.settings.consumer_group
+        self.streams = Streams.from_settings(self.redis, self.settings)
+        self.ownership = Ownership(
+            self.redis,
+            self.engine,
+            self.streams,
+            self.consumer,
+            self.settings.lease_ttl_ms,
         )
+        self._consumers: dict[int, asyncio.Task[None]] = {}
+        self._handover: dict[int, asyncio.Event] = {}
+        self._until_empty = False
         self.registry = SchemaRegistry(
             self.engine,
             self.settings.schema_refresh_s,
@@ -76,7 +90,6 @@ class Worker:
         )
         self._stopping = asyncio.Event()
         self._degraded = False
-        self._last_claim = 0.0
         self._last_reconcile = time.monotonic()
         self._last_housekeeping = 0.0
         self.totals = BatchReport()
@@ -84,7 +97,7 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop reading; the in-flight batch is finished and acknowledged first."""
+        """Stop reading; in-flight batches are finished and acknowledged first."""
         if not self._stopping.is_set():
             log.info("worker stopping", extra={"consumer": self.consumer})
         self._stopping.set()
@@ -96,100 +109,212 @@ class Worker:
 
     async def run(self, until_empty: bool = False) -> BatchReport:
         """Consume until stopped, or with ``until_empty`` until nothing is left to do
-        (no new entry, nothing pending that could be reclaimed)."""
+        (no new entry, nothing pending, in any partition).
+
+        This loop supervises: it keeps the ownership of partitions up to date and
+        runs one consuming task per owned partition (``_consume``)."""
         s = self.settings
+        self._until_empty = until_empty
         await self._with_retry("ensure_group", self.streams.ensure_group)
         log.info(
             "worker started",
             extra={
                 "consumer": self.consumer,
                 "stream": s.stream_name,
+                "partitions": len(self.streams),
                 "group": s.consumer_group,
             },
         )
-        # Up to ``worker_pipeline_depth`` batches are in flight: the next batch is
-        # read and prepared while the previous one commits.
-        inflight: set[asyncio.Task[BatchReport]] = set()
-        while not self._stopping.is_set():
-            self.metrics.heartbeat.set(time.time())
-            try:
-                if self._degraded:
-                    # Neither read nor reclaim while the database is failing:
-                    # reclaiming would raise delivery counts until valid entries
-                    # looked like poison. Probe, and resume when it answers.
-                    await self._probe_database()
-                    self._degraded = False
-                    log.info("database reachable again; resuming")
-                if not self.registry.loaded:
-                    # Like any database outage: nothing is read until it answers.
-                    await self.registry.ensure_loaded()
-                    self.metrics.precreate(self.registry.types)
-                await self._maintenance(force=until_empty)
-                block = 1 if until_empty else s.worker_block_ms
-                entries = await self.streams.read(
-                    self.consumer, s.worker_batch_size, block
-                )
-                if entries:
-                    inflight.add(asyncio.create_task(self.handle(entries)))
-                    if len(inflight) >= s.worker_pipeline_depth:
-                        await self._settle(inflight, asyncio.FIRST_COMPLETED)
-                elif inflight:
-                    await self._settle(inflight, asyncio.ALL_COMPLETED)
-                elif until_empty and await self._idle():
-                    break
-            except asyncio.CancelledError:
-                for task in inflight:
-                    task.cancel()
-                raise
-            except Exception as exc:
-                if is_transient(exc):
-                    if not self._degraded:
-                        log.warning(
-                            "dependency unavailable; pausing",
-                            extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
-                        )
-                    self._degraded = True
-                elif until_empty:
-                    await asyncio.gather(*inflight, return_exceptions=True)
+        tick_s = s.lease_ttl_ms / 3000
+        next_tick = 0.0
+        try:
+            while not self._stopping.is_set():
+                self.metrics.heartbeat.set(time.time())
+                try:
+                    if self._degraded:
+                        # Nothing is read while the database is failing:
+                        # recovering would raise delivery counts until valid
+                        # entries looked like poison. Probe; resume when it answers.
+                        await self._probe_database()
+                        self._degraded = False
+                        log.info("database reachable again; resuming")
+                    if not self.registry.loaded:
+                        await self.registry.ensure_loaded()
+                        self.metrics.precreate(self.registry.types)
+                    if time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + tick_s
+                        await self._rebalance()
+                    self._reap()
+                    await self._maintenance(force=until_empty)
+                    if until_empty and await self._idle():
+                        break
+                except asyncio.CancelledError:
                     raise
-                else:
-                    # Unexpected: the batch stays pending and comes back through
-                    # reclaim; an entry that keeps failing becomes a dead letter.
-                    log.exception("batch failed; it will be retried")
-                await self._pause(min(s.retry_max_s, 1.0))
-        # Stopping: finish (commit and acknowledge) what is in flight.
-        results = await asyncio.gather(*inflight, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                log.warning("in-flight batch failed at shutdown", exc_info=result)
+                except Exception as exc:
+                    if until_empty and not is_transient(exc):
+                        raise
+                    self._failed(exc)
+                await self._pause(0.05 if until_empty else min(tick_s, 0.5))
+        finally:
+            await self._finish_partitions()
         await self._leave()
         return self.totals
 
-    async def _settle(
-        self, inflight: set[asyncio.Task[BatchReport]], when: str
+    async def _rebalance(self) -> None:
+        """One ownership round: start consuming what we took, stop what we lost
+        or must hand over."""
+        assignment = await self.ownership.tick()
+        for p in assignment.lost:
+            log.warning(
+                "partition lease lost",
+                extra={"consumer": self.consumer, "partition": p},
+            )
+            self._handover.setdefault(p, asyncio.Event()).set()
+        for p in assignment.to_release:
+            self._handover.setdefault(p, asyncio.Event()).set()
+            if p not in self._consumers:
+                await self.ownership.release(p)
+        for p, fence in assignment.taken.items():
+            self._start(p, fence)
+        self.metrics.partitions_owned.set(len(self.ownership.owned))
+
+    def _start(self, partition: int, fence: Fence) -> None:
+        handover = asyncio.Event()
+        self._handover[partition] = handover
+        self._consumers[partition] = asyncio.create_task(
+            self._consume(partition, fence, handover)
+        )
+
+    def _reap(self) -> None:
+        """Restart the consuming task of a partition we still own if it ended."""
+        for p, task in list(self._consumers.items()):
+            if not task.done():
+                continue
+            del self._consumers[p]
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                assert exc is not None
+                if self._until_empty and not (
+                    is_transient(exc) or isinstance(exc, FencedOut)
+                ):
+                    raise exc  # a drain reports what stopped it
+                self._failed(exc)
+            fence = self.ownership.owned.get(p)
+            handover = self._handover.get(p)
+            if fence is not None and not (handover and handover.is_set()):
+                self._start(p, fence)
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, FencedOut):
+            log.warning(str(exc), extra={"consumer": self.consumer})
+        elif is_transient(exc):
+            if not self._degraded:
+                log.warning(
+                    "dependency unavailable; pausing",
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+            self._degraded = True
+        else:
+            # Unexpected: the batch stays pending and is read again first; an
+            # entry that keeps failing becomes a dead letter.
+            log.error("batch failed; it will be retried", exc_info=exc)
+
+    async def _finish_partitions(self) -> None:
+        """Stopping: let every partition finish (commit and acknowledge) its
+        in-flight batches."""
+        for handover in self._handover.values():
+            handover.set()
+        results = await asyncio.gather(
+            *self._consumers.values(), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("in-flight batch failed at shutdown", exc_info=result)
+        self._consumers.clear()
+
+    async def _consume(
+        self, partition: int, fence: Fence, handover: asyncio.Event
     ) -> None:
-        """Wait for in-flight batches, drop the finished ones from ``inflight`` and
-        re-raise the first failure among them."""
-        done, _ = await asyncio.wait(inflight, return_when=when)
-        inflight.difference_update(done)
-        errors = [t.exception() for t in done if t.exception() is not None]
-        if errors:
-            raise errors[0]  # type: ignore[misc]
+        """Consume one owned partition until it is handed over or we stop.
+
+        Batches commit one after the other, in stream order; the next batch is
+        read and prepared while the previous one commits. Pending entries (the
+        previous owner's, or ours after a failure) are finished first."""
+        s = self.settings
+        stream = self.streams.partitions[partition]
+        prev: asyncio.Task[BatchReport] | None = None
+        recovered = False
+        try:
+            while not (self._stopping.is_set() or handover.is_set()):
+                if self._degraded:
+                    await self._pause(0.1)
+                    continue
+                if not recovered:
+                    await self._recover(stream, fence)
+                    recovered = True
+                entries = await stream.read(
+                    self.consumer, s.worker_batch_size, s.worker_block_ms
+                )
+                if not entries:
+                    if prev is not None:
+                        await prev
+                        prev = None
+                    continue
+                batch = asyncio.create_task(
+                    self.handle(entries, stream=stream, fence=fence, after=prev)
+                )
+                if prev is not None:
+                    try:
+                        await prev
+                    except BaseException:
+                        await asyncio.gather(batch, return_exceptions=True)
+                        raise
+                prev = batch
+            if prev is not None:
+                await prev
+        finally:
+            if prev is not None and not prev.done():
+                await asyncio.gather(prev, return_exceptions=True)
+            if handover.is_set() and self.ownership.owned.get(partition) == fence:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.ownership.release(partition)
+
+    async def _recover(self, stream: Stream, fence: Fence) -> None:
+        """Finish every entry pending in the partition, oldest first."""
+        while not self._stopping.is_set():
+            claimed = await stream.reclaim(
+                self.consumer, 0, self.settings.worker_batch_size
+            )
+            if not claimed:
+                return
+            self.metrics.reclaimed.inc(len(claimed))
+            log.info(
+                "finishing pending entries",
+                extra={
+                    "consumer": self.consumer,
+                    "partition": stream.partition,
+                    "entries": len(claimed),
+                },
+            )
+            await self.handle(claimed, stream=stream, fence=fence)
 
     async def _probe_database(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def _idle(self) -> bool:
-        """In ``until_empty`` mode: is there really nothing left for us?"""
+        """In ``until_empty`` mode: is there really nothing left, anywhere?"""
         state = await self.streams.state()
         return state.lag == 0 and state.pending == 0
 
     async def _leave(self) -> None:
-        """On a clean exit, drop our consumer if it holds nothing pending."""
+        """On a clean exit: hand every partition over, and drop our consumer
+        where it holds nothing pending."""
         try:
-            if await self.streams.consumer_pending(self.consumer) == 0:
-                await self.streams.delete_consumer(self.consumer)
+            await self.ownership.leave()
+            for stream in self.streams.partitions:
+                if await stream.consumer_pending(self.consumer) == 0:
+                    await stream.delete_consumer(self.consumer)
         except Exception as exc:
             log.warning("could not deregister consumer", extra={"error": str(exc)})
         log.info("worker stopped", extra={"consumer": self.consumer})
@@ -199,24 +324,13 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _maintenance(self, force: bool = False) -> None:
-        """Reclaim stale entries, reconcile, refresh gauges: each on its interval."""
+        """Reconcile (the owner of partition 0 does), refresh the registry and
+        the gauges: each on its interval."""
         s = self.settings
         now = time.monotonic()
-        if force or now - self._last_claim >= s.claim_interval_s:
-            self._last_claim = now
-            while not self._stopping.is_set():
-                claimed = await self.streams.reclaim(
-                    self.consumer, s.claim_idle_ms, s.worker_batch_size
-                )
-                if not claimed:
-                    break
-                self.metrics.reclaimed.inc(len(claimed))
-                log.warning(
-                    "reclaimed stale entries",
-                    extra={"consumer": self.consumer, "entries": len(claimed)},
-                )
-                await self.handle(claimed)
-        if force or now - self._last_reconcile >= s.reconcile_interval_s:
+        if (force or now - self._last_reconcile >= s.reconcile_interval_s) and (
+            0 in self.ownership.owned
+        ):
             self._last_reconcile = now
             await reconcile_once(
                 self.engine,
@@ -225,7 +339,7 @@ class Worker:
                 timedelta(seconds=s.reconcile_min_age_s),
                 s.reconcile_batch_size,
                 timedelta(seconds=s.reconcile_publish_slack_s),
-                # Past max_deliveries reclaims, an entry is poison, not queued.
+                # Past max_deliveries attempts, an entry is poison, not queued.
                 stuck_after=timedelta(
                     milliseconds=(s.max_deliveries + 1) * s.claim_idle_ms
                 ),
@@ -242,31 +356,47 @@ class Worker:
         async with self.engine.connect() as conn:
             count = await conn.scalar(text("SELECT count(*) FROM failed_events"))
         m.dead_letters.set(count or 0)
-        removed = await self.streams.remove_idle_consumers(
-            max(10 * s.claim_idle_ms, int(s.idle_consumer_timeout_s * 1000)),
-            keep=self.consumer,
-        )
-        if removed:
-            log.info("removed idle consumers", extra={"consumers": removed})
+        for p in list(self.ownership.owned):
+            removed = await self.streams.partitions[p].remove_idle_consumers(
+                max(10 * s.claim_idle_ms, int(s.idle_consumer_timeout_s * 1000)),
+                keep=self.consumer,
+            )
+            if removed:
+                log.info(
+                    "removed idle consumers",
+                    extra={"partition": p, "consumers": removed},
+                )
 
     # --- one batch --------------------------------------------------------------------
 
-    async def handle(self, entries: Sequence[Entry]) -> BatchReport:
-        """Process, commit and acknowledge one batch of stream entries."""
+    async def handle(
+        self,
+        entries: Sequence[Entry],
+        *,
+        stream: Stream | None = None,
+        fence: Fence | None = None,
+        after: asyncio.Task[BatchReport] | None = None,
+    ) -> BatchReport:
+        """Process, commit and acknowledge one batch of stream entries.
+
+        ``stream``: the partition they came from (default: the first). ``fence``:
+        commit only while this worker still owns it. ``after``: the previous
+        batch of the partition, which must commit first."""
         start = time.perf_counter()
+        stream = stream or self.streams.partitions[0]
         await self.registry.ensure_loaded()  # loaded already, unless called alone
         now = datetime.now(UTC)
         report = BatchReport()
         processed: list[ProcessedRow] = []
         failed: list[FailedRow] = []
         seen: set[uuid.UUID] = set()
-        rows = [self._process_entry(entry, now) for entry in entries]
+        rows = [self._process_entry(stream, entry, now) for entry in entries]
         if any(r is None for r in rows):
             # A type or version this process has not loaded yet (registered
             # moments ago): look again before calling the event invalid.
             await self.registry.refresh(force=True)
             rows = [
-                r or self._process_entry(entry, now, final=True)
+                r or self._process_entry(stream, entry, now, final=True)
                 for entry, r in zip(entries, rows, strict=True)
             ]
         for row in rows:
@@ -281,10 +411,12 @@ class Worker:
         # A batch can hold two copies of one event (a redelivery and a republished
         # copy): if one copy is stored, the other must not become a dead letter.
         failed = [f for f in failed if f.event_id not in seen]
-        inserted = await self._commit(processed, failed)
-        await self._with_retry(
-            "ack", lambda: self.streams.ack([e.entry_id for e in entries])
-        )
+        if after is not None:
+            # Stream order: the previous batch commits first; if it failed, this
+            # one is read again after it (its entries stay pending).
+            await after
+        inserted = await self._commit(processed, failed, fence)
+        await self._with_retry("ack", lambda: stream.ack([e.entry_id for e in entries]))
         commit_time = datetime.now(UTC)
         m = self.metrics
         by_type: Counter[str] = Counter()
@@ -337,7 +469,7 @@ class Worker:
         return report
 
     def _process_entry(
-        self, entry: Entry, now: datetime, final: bool = False
+        self, stream: Stream, entry: Entry, now: datetime, final: bool = False
     ) -> ProcessedRow | FailedRow | None:
         """The row to write for ``entry``; ``None`` (unless ``final``) when its
         event names a schema this process has not loaded."""
@@ -349,11 +481,12 @@ class Worker:
             event = decode_message(entry.data)
         except UndecodableMessage as exc:
             if entry.deliveries <= self.settings.max_deliveries:
-                return self._dead_letter(entry, None, raw, exc)
+                return self._dead_letter(stream, entry, None, raw, exc)
         # Before anything else can fail again: an entry delivered too often ends
         # here, whatever it holds.
         if entry.deliveries > self.settings.max_deliveries:
             return self._dead_letter(
+                stream,
                 entry,
                 event,
                 raw,
@@ -368,16 +501,17 @@ class Worker:
                 event, now, self.registry, self.processors
             )
         except UnknownSchema as exc:
-            return self._dead_letter(entry, event, raw, exc) if final else None
+            return self._dead_letter(stream, entry, event, raw, exc) if final else None
         except InvalidEvent as exc:
-            return self._dead_letter(entry, event, raw, exc)
+            return self._dead_letter(stream, entry, event, raw, exc)
         except Exception as exc:  # a bug in a processor must not stop the worker
             log.exception("processor raised", extra={"event_id": str(event.event_id)})
-            return self._dead_letter(entry, event, raw, exc)
+            return self._dead_letter(stream, entry, event, raw, exc)
         return ProcessedRow(event, enrichment, entry.deliveries)
 
     def _dead_letter(
         self,
+        stream: Stream,
         entry: Entry,
         event: Event | None,
         raw: bytes,
@@ -388,9 +522,7 @@ class Worker:
         event_id = (
             event.event_id
             if event is not None
-            else uuid.uuid5(
-                UNDECODABLE_NAMESPACE, f"{self.streams.stream}/{entry.entry_id}"
-            )
+            else uuid.uuid5(UNDECODABLE_NAMESPACE, f"{stream.stream}/{entry.entry_id}")
         )
         row = FailedRow(
             event_id=event_id,
@@ -415,7 +547,10 @@ class Worker:
         return row
 
     async def _commit(
-        self, processed: list[ProcessedRow], failed: list[FailedRow]
+        self,
+        processed: list[ProcessedRow],
+        failed: list[FailedRow],
+        fence: Fence | None = None,
     ) -> set[uuid.UUID]:
         """One transaction for the whole batch, retried while failures are transient.
 
@@ -426,23 +561,27 @@ class Worker:
             return set()
         try:
             return await self._with_retry(
-                "commit", lambda: self._write(processed, failed)
+                "commit", lambda: self._write(processed, failed, fence)
             )
         except DBAPIError as exc:
             if is_transient(exc) or len(processed) + len(failed) == 1:
                 if is_transient(exc):
                     raise
-                return await self._commit_alone(processed, failed, exc)
+                return await self._commit_alone(processed, failed, exc, fence)
             log.warning("batch refused by the database; writing events one by one")
             inserted: set[uuid.UUID] = set()
             for row in processed:
-                inserted |= await self._commit([row], [])
+                inserted |= await self._commit([row], [], fence)
             for frow in failed:
-                await self._commit([], [frow])
+                await self._commit([], [frow], fence)
             return inserted
 
     async def _commit_alone(
-        self, processed: list[ProcessedRow], failed: list[FailedRow], exc: DBAPIError
+        self,
+        processed: list[ProcessedRow],
+        failed: list[FailedRow],
+        exc: DBAPIError,
+        fence: Fence | None,
     ) -> set[uuid.UUID]:
         """One row the database refused: store it as a dead letter instead, and if
         even that is refused, quarantine the entry (it is acknowledged after)."""
@@ -462,7 +601,7 @@ class Worker:
         else:
             dead = failed[0]
         try:
-            await self._with_retry("commit", lambda: self._write([], [dead]))
+            await self._with_retry("commit", lambda: self._write([], [dead], fence))
         except DBAPIError as again:
             if is_transient(again):
                 raise
@@ -493,10 +632,13 @@ class Worker:
         )
 
     async def _write(
-        self, processed: list[ProcessedRow], failed: list[FailedRow]
+        self,
+        processed: list[ProcessedRow],
+        failed: list[FailedRow],
+        fence: Fence | None,
     ) -> set[uuid.UUID]:
         async with self.engine.begin() as conn:
-            return await write_results(conn, processed, failed, self.consumer)
+            return await write_results(conn, processed, failed, self.consumer, fence)
 
     async def _with_retry(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         async for attempt in retrying(self.settings, self.metrics, operation):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy import text
@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventflow.jsoncodec import dumps
 from eventflow.models import Event
+
+if TYPE_CHECKING:
+    from eventflow.pipeline.ownership import Fence
 
 # Insert every event of a group commit; report, for each id, whether this statement
 # inserted it or which body it already had. The outer SELECT sees the snapshot taken
@@ -25,16 +28,16 @@ _INSERT_RAW = text(
             CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
             CAST(:hashes AS text[]), CAST(:cids AS text[]),
             CAST(:received AS timestamptz[]), CAST(:versions AS int[]),
-            CAST(:sources AS text[])
+            CAST(:sources AS text[]), CAST(:pkeys AS text[])
         ) AS t(event_id, event_type, user_id, ts, props, body_hash, cid, received_at,
-               version, source)
+               version, source, pkey)
     ),
     ins AS (
         INSERT INTO raw_events (event_id, event_type, user_id, event_timestamp,
             properties, body_hash, correlation_id, received_at, published_at,
-            schema_version, source)
+            schema_version, source, partition_key)
         SELECT event_id, event_type, user_id, ts, CAST(props AS jsonb), body_hash,
-            cid, received_at, received_at, version, source
+            cid, received_at, received_at, version, source, pkey
         FROM incoming
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
@@ -81,6 +84,7 @@ async def insert_raw_events(
         "received": [e.received_at for e in events],
         "versions": [e.schema_version for e in events],
         "sources": [e.source for e in events],
+        "pkeys": [e.partition_key for e in events],
     }
     inserted: set[UUID] = set()
     existing: dict[UUID, Existing] = {}
@@ -194,6 +198,7 @@ async def write_results(
     processed: Sequence[ProcessedRow],
     failed: Sequence[FailedRow],
     worker: str,
+    fence: Fence | None = None,
 ) -> set[UUID]:
     """Write one worker batch inside the caller's transaction.
 
@@ -201,10 +206,14 @@ async def write_results(
     result were already there (a redelivery), which changes nothing.
     """
     inserted: set[UUID] = set()
-    # Rows are written in event-id order, so concurrent batches that share
-    # events lock them in the same order (no deadlock between workers).
-    processed = sorted(processed, key=lambda p: p.event.event_id.bytes)
-    failed = sorted(failed, key=lambda f: f.event_id.bytes)
+    if fence is not None:
+        # First: it serialises the commits of a partition and refuses a batch
+        # whose worker no longer owns the partition.
+        await fence.check(conn)
+    # Processed rows are inserted in the order given (the stream's order), so
+    # that processed_events.id follows acceptance order within a partition. No
+    # deadlock between batches that share events: each first locks their raw
+    # rows in event-id order, below, before it inserts anything.
     # Two workers may hold copies of one event, one storing it and one
     # dead-lettering it. Each first locks the event's raw row, in a statement of
     # its own: the statements below then start after the other transaction has

@@ -49,6 +49,7 @@ raw_events = Table(
     Column("schema_version", Integer),
     # Who sent it: an API key's name, "anonymous", or null (authentication off).
     Column("source", Text),
+    Column("partition_key", Text),
     Index(
         "ix_raw_events_unsettled",
         "published_at",
@@ -103,6 +104,23 @@ failed_events = Table(
     Column("schema_version", Integer),
     Index("ix_failed_events_failed_at", "failed_at"),
     Index("ix_failed_events_type", "event_type"),
+)
+
+# One row per stream partition: its fencing token and who holds it (migration 0005).
+partition_owners = Table(
+    "partition_owners",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("token", BigInteger, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column(
+        "acquired_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+    ),
+    Column("committed_at", DateTime(timezone=True)),
 )
 
 # One row per version of an event type's JSON Schema (see eventflow.schemas).

@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from eventflow.config import Settings
 from eventflow.pipeline.streams import Streams
+from eventflow.redisconn import connect_redis
 from eventflow.store import deadletters as dl
 from eventflow.store.tables import engine_for
 
@@ -83,7 +83,7 @@ def _has_filter(args: argparse.Namespace) -> bool:
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     database_url, redis_url = settings.require_urls()
     engine = engine_for(settings, database_url, pool_size=2)
-    redis = Redis.from_url(redis_url)
+    redis = connect_redis(settings, redis_url, settings.redis_socket_timeout_s)
     console = Console()
     try:
         if args.action == "list":
@@ -126,7 +126,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 0
         if args.action == "quarantine":
-            streams = Streams(redis, settings.stream_name, settings.consumer_group)
+            streams = Streams.from_settings(redis, settings)
             entries = await streams.quarantined(args.limit)
             if args.json:
                 sys.stdout.write(orjson.dumps(entries).decode() + "\n")
@@ -146,7 +146,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         ids = list(args.ids) or None
         if args.action == "replay":
-            streams = Streams(redis, settings.stream_name, settings.consumer_group)
+            streams = Streams.from_settings(redis, settings)
             result = await dl.replay(
                 engine, streams, f=_filter(args), ids=ids, dry_run=args.dry_run
             )
