@@ -53,6 +53,10 @@ class FencedOut(EventFlowError):
     """A worker tried to commit a batch of a partition it no longer owns."""
 
 
+class LeaseLost(FencedOut):
+    """A worker tried to read from a partition whose lease it no longer holds."""
+
+
 def short_reason(exc: BaseException) -> str:
     """What a client may see of a dependency failure: a category, never the
     server's own message (it may name hosts, users or data)."""

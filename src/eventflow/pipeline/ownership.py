@@ -187,6 +187,12 @@ class Ownership:
             )
         return Fence(self.streams.name, partition, int(token))
 
+    async def forget(self, partition: int) -> None:
+        """Stop owning a partition whose token turned out stale; the next round
+        takes it again with a new token (and finishes its pending entries)."""
+        self.owned.pop(partition, None)
+        await self._release(keys=[self.lease_key(partition)], args=[self.consumer])
+
     async def release(self, partition: int) -> None:
         """Give a partition up (its batches are finished)."""
         self.owned.pop(partition, None)
@@ -204,7 +210,7 @@ class Ownership:
 
 
 def lease_key(streams: Streams, partition: int) -> str:
-    return f"{streams.partitions[partition].stream}:lease"
+    return streams.partitions[partition].lease_key
 
 
 async def partition_owners(redis: Redis, streams: Streams) -> list[str | None]:

@@ -6,7 +6,12 @@ import logging
 from typing import Any
 
 import asyncpg
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -46,7 +51,16 @@ def is_transient(exc: BaseException) -> bool:
     """True for failures that may go away by themselves."""
     if isinstance(exc, TransientError | OSError | TimeoutError):
         return True
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | BusyLoadingError):
+    if isinstance(
+        exc,
+        RedisConnectionError
+        | RedisTimeoutError
+        | BusyLoadingError
+        # A Redis Cluster while a master fails over: slots briefly unserved.
+        | ClusterDownError
+        | SlotNotCoveredError
+        | TryAgainError,
+    ):
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated or isinstance(exc, InterfaceError):

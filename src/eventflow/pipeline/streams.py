@@ -22,6 +22,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ResponseError
 
 from eventflow.config import Settings
+from eventflow.errors import LeaseLost
 from eventflow.models import Event
 
 FIELD = b"e"
@@ -51,6 +52,17 @@ for i = 1, #ids, 500 do
     redis.call('XDEL', KEYS[1], unpack(chunk))
 end
 return acked
+"""
+
+# Reads new entries for ARGV[2] only while it holds the partition's lease (KEYS[2]):
+# a worker that lost its lease cannot take entries the new owner must see. {0}:
+# the lease is not ours; {1, reply}: the read (reply false when nothing is new).
+_READ_OWNED = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then
+    return {0}
+end
+return {1, redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+    'STREAMS', KEYS[1], '>')}
 """
 
 
@@ -132,6 +144,12 @@ class Stream:
         self.partition = partition
         self._publish = redis.register_script(_PUBLISH)
         self._ack_delete = redis.register_script(_ACK_DELETE)
+        self._read_owned = redis.register_script(_READ_OWNED)
+
+    @property
+    def lease_key(self) -> str:
+        """The key of this partition's lease (in the partition's slot)."""
+        return f"{self.stream}:lease"
 
     async def ensure_group(self) -> None:
         """Create the stream and the group if missing; an existing group is fine."""
@@ -175,6 +193,29 @@ class Stream:
         return [
             _entry(eid, fields) for _, items in reply or [] for eid, fields in items
         ]
+
+    async def read_owned(self, consumer: str, count: int) -> list[Entry]:
+        """New entries for ``consumer``, which must hold the lease; no waiting.
+        Raises ``LeaseLost`` when it does not."""
+        try:
+            reply: Any = await self._read_owned(
+                keys=[self.stream, self.lease_key], args=[self.group, consumer, count]
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        if not reply or int(reply[0]) != 1:
+            raise LeaseLost(f"partition {self.partition} has another owner")
+        if len(reply) < 2 or not reply[1]:
+            return []
+        return [_entry(eid, _fields(f)) for _, items in reply[1] for eid, f in items]
+
+    async def wait_for_new(self, after: str, block_ms: int) -> None:
+        """Wait up to ``block_ms`` for an entry newer than ``after`` (no group,
+        nothing is delivered)."""
+        await self.redis.xread({self.stream: after}, count=1, block=block_ms)
 
     async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries idle longer than ``min_idle_ms`` from any consumer.
@@ -430,6 +471,13 @@ def _s(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return "" if value is None else str(value)
+
+
+def _fields(raw: Any) -> dict[bytes, bytes]:
+    """Entry fields as a Lua script returns them: a flat list."""
+    if isinstance(raw, dict):
+        return raw
+    return {raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)}
 
 
 def _entry(

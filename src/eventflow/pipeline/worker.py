@@ -144,7 +144,7 @@ class Worker:
                     if time.monotonic() >= next_tick:
                         next_tick = time.monotonic() + tick_s
                         await self._rebalance()
-                    self._reap()
+                    await self._reap()
                     await self._maintenance(force=until_empty)
                     if until_empty and await self._idle():
                         break
@@ -185,8 +185,9 @@ class Worker:
             self._consume(partition, fence, handover)
         )
 
-    def _reap(self) -> None:
-        """Restart the consuming task of a partition we still own if it ended."""
+    async def _reap(self) -> None:
+        """Restart the consuming task of a partition we still own if it ended;
+        give up a partition whose lease or token turned out to be stale."""
         for p, task in list(self._consumers.items()):
             if not task.done():
                 continue
@@ -199,6 +200,9 @@ class Worker:
                 ):
                     raise exc  # a drain reports what stopped it
                 self._failed(exc)
+                if isinstance(exc, FencedOut):
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.ownership.forget(p)
             fence = self.ownership.owned.get(p)
             handover = self._handover.get(p)
             if fence is not None and not (handover and handover.is_set()):
@@ -244,6 +248,7 @@ class Worker:
         stream = self.streams.partitions[partition]
         prev: asyncio.Task[BatchReport] | None = None
         recovered = False
+        last_id = "0-0"
         try:
             while not (self._stopping.is_set() or handover.is_set()):
                 if self._degraded:
@@ -252,14 +257,17 @@ class Worker:
                 if not recovered:
                     await self._recover(stream, fence)
                     recovered = True
-                entries = await stream.read(
-                    self.consumer, s.worker_batch_size, s.worker_block_ms
-                )
+                entries = await stream.read_owned(self.consumer, s.worker_batch_size)
                 if not entries:
                     if prev is not None:
                         await prev
                         prev = None
+                    else:
+                        # Everything we read is acknowledged (and deleted): any
+                        # entry after the last one we read is new.
+                        await stream.wait_for_new(last_id, s.worker_block_ms)
                     continue
+                last_id = entries[-1].entry_id
                 batch = asyncio.create_task(
                     self.handle(entries, stream=stream, fence=fence, after=prev)
                 )
