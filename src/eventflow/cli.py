@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--workers", type=int, default=1)
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument(
+        "--cluster",
+        action="store_true",
+        help="start a local Redis Cluster (3 masters with a replica each) instead "
+        "of a single Redis",
+    )
     _tool_parsers(sub)
     _schema_parsers(sub)
     from eventflow.tools import dlq as dlqcli
@@ -171,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "dev":
         from eventflow.runner import run_dev
 
-        return run_dev(settings, args.workers, args.host, args.port)
+        return run_dev(settings, args.workers, args.host, args.port, args.cluster)
     if args.command == "dlq":
         from eventflow.tools import dlq as dlqcli
 

@@ -16,6 +16,7 @@ from types import FrameType
 from prometheus_client import start_http_server
 
 from eventflow.config import Settings
+from eventflow.local.cluster import LocalRedisCluster
 from eventflow.local.servers import LocalPostgres, LocalRedis, die_with_parent
 from eventflow.metrics import Metrics
 from eventflow.pipeline.worker import Worker
@@ -134,11 +135,14 @@ async def run_worker(settings: Settings, until_empty: bool = False) -> int:
     return code
 
 
-def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
+def run_dev(
+    settings: Settings, workers: int, host: str, port: int, cluster: bool = False
+) -> int:
     """Everything on one machine: local servers when URLs are unset, migrations,
-    the API and the workers as child processes. Ctrl-C stops it all."""
+    the API and the workers as child processes. Ctrl-C stops it all. With
+    ``cluster``, the local Redis is a Redis Cluster (3 masters, 3 replicas)."""
     data = Path(settings.data_dir).resolve()
-    servers: list[LocalPostgres | LocalRedis] = []
+    servers: list[LocalPostgres | LocalRedis | LocalRedisCluster] = []
     env = dict(os.environ)
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -149,7 +153,17 @@ def run_dev(settings: Settings, workers: int, host: str, port: int) -> int:
             print(f"PostgreSQL   {pg.url}  (data in {pg.data_dir})", flush=True)
         else:
             env["DATABASE_URL"] = settings.database_dsn
-        if not settings.redis_dsn:
+        if not settings.redis_dsn and cluster:
+            rc = LocalRedisCluster(data)
+            env["REDIS_URL"] = rc.start()
+            env["EVENTFLOW_REDIS_CLUSTER"] = "true"
+            servers.append(rc)
+            print(
+                f"Redis Cluster {env['REDIS_URL']}  (3 masters, 3 replicas; data in "
+                f"{data / 'redis-cluster'})",
+                flush=True,
+            )
+        elif not settings.redis_dsn:
             rd = LocalRedis(data, port=63799)
             env["REDIS_URL"] = rd.start()
             servers.append(rd)

@@ -90,6 +90,7 @@ class Assignment:
     lost: list[int]
     to_release: list[int]
     members: int
+    waiting: bool  # some partition that is ours is still held by another worker
 
 
 class Ownership:
@@ -173,7 +174,8 @@ class Ownership:
                     "workers": len(members),
                 },
             )
-        return Assignment(taken, lost, to_release, len(members))
+        waiting = bool(desired - set(self.owned))
+        return Assignment(taken, lost, to_release, len(members), waiting)
 
     async def _take_token(self, partition: int) -> Fence:
         async with self.engine.begin() as conn:

@@ -132,18 +132,23 @@ class Worker:
                 self.metrics.heartbeat.set(time.time())
                 try:
                     if self._degraded:
-                        # Nothing is read while the database is failing:
+                        # Nothing is read while a dependency is failing:
                         # recovering would raise delivery counts until valid
                         # entries looked like poison. Probe; resume when it answers.
                         await self._probe_database()
+                        await self.redis.ping()
                         self._degraded = False
                         log.info("database reachable again; resuming")
                     if not self.registry.loaded:
                         await self.registry.ensure_loaded()
                         self.metrics.precreate(self.registry.types)
                     if time.monotonic() >= next_tick:
-                        next_tick = time.monotonic() + tick_s
-                        await self._rebalance()
+                        # While a partition that is ours is still being handed
+                        # over, look again soon rather than in a third of a lease.
+                        waiting = await self._rebalance()
+                        next_tick = time.monotonic() + (
+                            min(tick_s, 0.2) if waiting else tick_s
+                        )
                     await self._reap()
                     await self._maintenance(force=until_empty)
                     if until_empty and await self._idle():
@@ -160,9 +165,9 @@ class Worker:
         await self._leave()
         return self.totals
 
-    async def _rebalance(self) -> None:
+    async def _rebalance(self) -> bool:
         """One ownership round: start consuming what we took, stop what we lost
-        or must hand over."""
+        or must hand over. True while we wait for a partition to be handed over."""
         assignment = await self.ownership.tick()
         for p in assignment.lost:
             log.warning(
@@ -177,6 +182,7 @@ class Worker:
         for p, fence in assignment.taken.items():
             self._start(p, fence)
         self.metrics.partitions_owned.set(len(self.ownership.owned))
+        return assignment.waiting
 
     def _start(self, partition: int, fence: Fence) -> None:
         handover = asyncio.Event()
