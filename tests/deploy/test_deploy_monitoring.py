@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from eventflow.config import Settings
 from eventflow.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +26,13 @@ DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "eventflow.yml"
 
 METRIC_NAME = re.compile(r"\beventflow_[a-z_]+")
+# Every API process exports the same per-partition gauges: queries must take
+# max by (partition) (or by partition and owner) over the instances.
+PARTITION_METRIC = re.compile(r"\beventflow_partition_[a-z_]+")
+PARTITION_AGGREGATE = re.compile(
+    r"max by \(partition(?:, owner)?\) \(eventflow_partition_[a-z_]+\)"
+)
+DURATION = re.compile(r"(?P<value>\d+)(?P<unit>[smh])")
 # Grafana's built-in variables, replaced so promtool can parse panel queries.
 GRAFANA_VARIABLES = {
     "$__rate_interval": "5m",
@@ -73,6 +81,30 @@ def dashboard_queries() -> list[tuple[str, str]]:
         for panel in dashboard_panels()
         for target in panel.get("targets", [])
     ]
+
+
+def row_panels(title: str) -> list[dict[str, Any]]:
+    """The panels laid out below the row ``title``, up to the next row."""
+    panels = sorted(
+        dashboard_panels(), key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])
+    )
+    start = next(
+        i
+        for i, panel in enumerate(panels)
+        if panel["type"] == "row" and panel["title"] == title
+    )
+    below: list[dict[str, Any]] = []
+    for panel in panels[start + 1 :]:
+        if panel["type"] == "row":
+            break
+        below.append(panel)
+    return below
+
+
+def seconds(duration: str) -> int:
+    match = DURATION.fullmatch(duration)
+    assert match, duration
+    return int(match["value"]) * {"s": 1, "m": 60, "h": 3600}[match["unit"]]
 
 
 def unknown_metrics(expressions: list[str]) -> set[str]:
@@ -124,8 +156,30 @@ def test_required_alert_conditions_are_covered() -> None:
         "eventflow_dependency_up == 0",
         "up{",
         "eventflow_stream_oldest_pending_age_seconds",
+        "max by (partition) (eventflow_partition_owned) == 0",
+        "eventflow_partition_lag_entries",
     ):
         assert needle in expressions, needle
+
+
+def test_partition_without_owner_waits_out_a_takeover() -> None:
+    """A lease expires after lease_ttl_ms and is taken over within two lease
+    periods; the alert must not fire during that."""
+    (rule,) = [
+        r for r in alert_rules() if r["alert"] == "EventFlowPartitionWithoutOwner"
+    ]
+    lease_ttl_s = Settings.model_fields["lease_ttl_ms"].default / 1000
+    assert seconds(rule["for"]) >= 3 * lease_ttl_s
+    assert rule["labels"]["severity"] == "critical"
+    assert "$labels.partition" in rule["annotations"]["summary"]
+
+
+def test_partition_gauges_are_aggregated_over_instances() -> None:
+    expressions = [rule["expr"] for rule in alert_rules()]
+    expressions += [expr for _, expr in dashboard_queries()]
+    for expr in expressions:
+        used = PARTITION_METRIC.findall(expr)
+        assert len(PARTITION_AGGREGATE.findall(expr)) == len(used), expr
 
 
 def test_every_alert_has_firing_and_silent_unit_tests() -> None:
@@ -174,6 +228,12 @@ def test_dashboard_shows_the_required_signals() -> None:
         "eventflow_reclaimed_entries_total",
         "eventflow_http_requests_total",
         "eventflow_dependency_up",
+        "eventflow_partition_lag_entries",
+        "eventflow_partition_pending_entries",
+        "eventflow_partition_length_entries",
+        "eventflow_partition_owned",
+        "eventflow_partition_owner_info",
+        "eventflow_worker_partitions_owned",
     ):
         assert needle in queries, needle
     for histogram in (
@@ -185,6 +245,46 @@ def test_dashboard_shows_the_required_signals() -> None:
                 f"histogram_quantile({quantile}, sum by (le) "
                 f"(rate({histogram}_bucket[" in queries
             ), (histogram, quantile)
+
+
+def test_dashboard_partitions_row() -> None:
+    panels = {panel["title"]: panel for panel in row_panels("Partitions")}
+    per_partition = {
+        "Lag per partition": "eventflow_partition_lag_entries",
+        "Pending per partition": "eventflow_partition_pending_entries",
+        "Length per partition": "eventflow_partition_length_entries",
+    }
+    assert set(per_partition) | {
+        "Owner per partition",
+        "Partitions without owner",
+        "Partitions per worker",
+    } == set(panels)
+    for title, metric in per_partition.items():
+        panel = panels[title]
+        assert panel["type"] == "timeseries", title
+        (target,) = panel["targets"]
+        assert target["expr"] == f"max by (partition) ({metric})", title
+        assert target["legendFormat"] == "{{partition}}", title
+
+    owners = panels["Owner per partition"]
+    assert owners["type"] in {"table", "state-timeline"}
+    (target,) = owners["targets"]
+    owner_info = "max by (partition, owner) (eventflow_partition_owner_info)"
+    assert owner_info in target["expr"]
+    # Partitions without an owner are listed too, not just left out.
+    assert "max by (partition) (eventflow_partition_owned) == 0" in target["expr"]
+
+    without_owner = panels["Partitions without owner"]
+    assert without_owner["type"] == "stat"
+    (target,) = without_owner["targets"]
+    assert target["expr"].startswith(
+        "count(max by (partition) (eventflow_partition_owned) == 0)"
+    )
+    # 0, not "No data", when every partition has an owner.
+    assert target["expr"].endswith(" or vector(0)")
+
+    (target,) = panels["Partitions per worker"]["targets"]
+    assert "eventflow_worker_partitions_owned" in target["expr"]
 
 
 def test_grafana_provisioning() -> None:

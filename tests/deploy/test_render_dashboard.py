@@ -77,6 +77,30 @@ def test_default_panels_exist_and_keep_the_dashboard_order(
         rd.select_panels(panels, ["No such panel"])
 
 
+def test_partition_panels_query_the_partition_metrics(
+    rd: ModuleType, dashboard: dict[str, Any]
+) -> None:
+    panels = {
+        p.title: p for p in rd.extract_panels(dashboard, variables(rd, dashboard))
+    }
+    for title, metric in (
+        ("Lag per partition", "eventflow_partition_lag_entries"),
+        ("Pending per partition", "eventflow_partition_pending_entries"),
+        ("Length per partition", "eventflow_partition_length_entries"),
+    ):
+        (query,) = panels[title].queries
+        assert query.expr == f"max by (partition) ({metric})", title
+        assert rd.legend_text(query.legend, {"partition": "3"}, query.expr) == "3"
+    (query,) = panels["Partitions per worker"].queries
+    assert "eventflow_worker_partitions_owned" in query.expr
+    # Only time series are drawn: the owner table and the stat are not.
+    assert "Owner per partition" not in panels
+    assert "Partitions without owner" not in panels
+    order = list(panels)
+    assert order.index("Pending entries") < order.index("Lag per partition")
+    assert order.index("Partitions per worker") < order.index("End-to-end latency")
+
+
 def test_variable_syntaxes(rd: ModuleType) -> None:
     dashboard = {
         "templating": {
