@@ -9,6 +9,7 @@ interface: every command EventFlow sends names one slot.
 
 from __future__ import annotations
 
+import contextlib
 from typing import cast
 
 from redis.asyncio import Redis
@@ -16,13 +17,19 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventflow.config import Settings
 
 
-def connect_redis(settings: Settings, url: str, socket_timeout_s: float) -> Redis:
-    """A client for ``url``; ``socket_timeout_s`` bounds every command."""
+async def connect_redis(settings: Settings, url: str, socket_timeout_s: float) -> Redis:
+    """A client for ``url``; ``socket_timeout_s`` bounds every command.
+
+    A cluster client learns the slot map here, before any concurrent use: its first
+    commands racing to do that (redis-py 8.1 with uvloop) can fail with closed
+    transports. An unreachable cluster is not an error here; the client connects
+    on first use."""
     if not settings.redis_cluster:
         return Redis.from_url(
             url,
@@ -42,4 +49,6 @@ def connect_redis(settings: Settings, url: str, socket_timeout_s: float) -> Redi
         # Blocking reads hold a connection each: one per partition and process.
         max_connections=256,
     )
+    with contextlib.suppress(RedisError, OSError):
+        await cluster.initialize()
     return cast(Redis, cluster)

@@ -101,7 +101,7 @@ async def run_worker(settings: Settings, until_empty: bool = False) -> int:
     engine = engine_for(
         settings, database_url, pool_size=2 + min(8, settings.partitions)
     )
-    redis = connect_redis(
+    redis = await connect_redis(
         settings,
         redis_url,
         # A blocking read waits up to worker_block_ms before Redis answers.

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
 from tests.conftest import Services
-from tests.faults.harness import RECOVERY_TIMES, Stack
+from tests.faults.harness import RECOVERY_TIMES, REPORTS, Stack
 
 
 @pytest.fixture(params=[1, 8], ids=["1-partition", "8-partitions"])
@@ -46,3 +46,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault recovery times")
         for what, seconds in RECOVERY_TIMES.items():
             terminalreporter.write_line(f"{what:<28} {seconds:6.2f} s")
+    if REPORTS:
+        terminalreporter.section("fault test figures")
+        for what, value in REPORTS.items():
+            terminalreporter.write_line(f"{what:<40} {value}")

@@ -107,7 +107,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = engine_for(settings, database_url, settings.db_pool_size)
-        redis = connect_redis(settings, redis_url, settings.redis_socket_timeout_s)
+        redis = await connect_redis(
+            settings, redis_url, settings.redis_socket_timeout_s
+        )
         streams = Streams.from_settings(redis, settings)
         registry = SchemaRegistry(
             engine, settings.schema_refresh_s, settings.unknown_event_types

@@ -27,7 +27,7 @@ from eventflow.errors import DependencyUnavailable, short_reason
 from eventflow.metrics import Metrics
 from eventflow.models import Event
 from eventflow.pipeline.retry import is_transient
-from eventflow.pipeline.streams import Streams
+from eventflow.pipeline.streams import PublishIncomplete, Streams
 from eventflow.store.events import InsertOutcome, insert_raw_events
 
 log = logging.getLogger(__name__)
@@ -295,8 +295,11 @@ class GroupCommitter:
         try:
             await self.streams.publish(events)
         except (RedisError, OSError) as exc:
-            self._publish_paused_until = time.monotonic() + self.publish_backoff_s
-            self.metrics.publish_failures.inc(len(events))
+            if not isinstance(exc, PublishIncomplete) or exc.all_failed:
+                self._publish_paused_until = time.monotonic() + self.publish_backoff_s
+            self.metrics.publish_failures.inc(
+                exc.events if isinstance(exc, PublishIncomplete) else len(events)
+            )
             log.warning(
                 "publish to redis failed; the reconciler will republish",
                 extra={"events": len(events), "error": str(exc)},

@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from eventflow.config import Settings
 from eventflow.errors import LeaseLost
@@ -95,6 +95,16 @@ def entry_ms(entry_id: str | bytes) -> int:
     if isinstance(entry_id, bytes):
         entry_id = entry_id.decode()
     return int(entry_id.split("-", 1)[0])
+
+
+class PublishIncomplete(RedisError):
+    """Some partitions could not be written to (the reconciler publishes their
+    events later)."""
+
+    def __init__(self, events: int, all_failed: bool, cause: BaseException) -> None:
+        super().__init__(f"{events} events not published: {cause}")
+        self.events = events
+        self.all_failed = all_failed
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -396,9 +406,21 @@ class Streams:
                     await self.partitions[p].publish_into(pipe, group)
                 await pipe.execute()
             return
-        await asyncio.gather(
-            *(self.partitions[p].publish(g) for p, g in groups.items())
+        # A cluster: each partition on its own master; one master failing over
+        # must not hold back the others.
+        results = await asyncio.gather(
+            *(self.partitions[p].publish(g) for p, g in groups.items()),
+            return_exceptions=True,
         )
+        failed = [
+            (g, r)
+            for g, r in zip(groups.values(), results, strict=True)
+            if isinstance(r, BaseException)
+        ]
+        if failed:
+            raise PublishIncomplete(
+                sum(len(g) for g, _ in failed), len(failed) == len(groups), failed[0][1]
+            )
 
     async def states(self) -> list[StreamState]:
         return list(await asyncio.gather(*(p.state() for p in self.partitions)))

@@ -83,7 +83,7 @@ def _has_filter(args: argparse.Namespace) -> bool:
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     database_url, redis_url = settings.require_urls()
     engine = engine_for(settings, database_url, pool_size=2)
-    redis = connect_redis(settings, redis_url, settings.redis_socket_timeout_s)
+    redis = await connect_redis(settings, redis_url, settings.redis_socket_timeout_s)
     console = Console()
     try:
         if args.action == "list":
