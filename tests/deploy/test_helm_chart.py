@@ -28,6 +28,7 @@ from pydantic import AliasChoices
 
 from eventflow.cli import _parser
 from eventflow.config import Settings
+from eventflow.pipeline.streams import MAX_PARTITIONS, partition_stream, partition_tag
 
 if TYPE_CHECKING:
     import helm_python as helm
@@ -694,6 +695,25 @@ def test_keda_crd_check_is_not_vacuous() -> None:
             validate_scaled_object(bad)
 
 
+def test_keda_watches_eventflows_own_stream_keys_by_default() -> None:
+    # No stream list given: the chart names the streams as EventFlow does.
+    values = merged(
+        SCENARIOS["keda-cluster"],
+        {"partitions": 16, "worker": {"autoscaling": {"keda": {"streams": []}}}},
+    )
+    scaled = render(values).get("ScaledObject", f"{FULLNAME}-worker")
+    validate_scaled_object(scaled)
+    names = [t["metadata"]["stream"] for t in scaled["spec"]["triggers"]]
+    assert names == [partition_stream("eventflow:events", p) for p in range(16)]
+
+
+def test_the_charts_partition_tags_are_eventflows() -> None:
+    tags = (CHART / "files" / "partition-tags.txt").read_text().split()
+    assert tags == [partition_tag(p) for p in range(MAX_PARTITIONS)], (
+        "regenerate deploy/helm/eventflow/files/partition-tags.txt"
+    )
+
+
 def test_keda_on_a_redis_cluster() -> None:
     rendered = scenario("keda-cluster")
     scaled = rendered.get("ScaledObject", f"{FULLNAME}-worker")
@@ -893,13 +913,6 @@ def test_bad_values_are_refused_by_the_schema(case: str) -> None:
                 {"worker": {"autoscaling": {"keda": {"streams": CLUSTER_STREAMS[:3]}}}},
             ),
             "lists 3 stream keys but partitions is 4",
-        ),
-        (
-            merged(
-                SCENARIOS["keda-cluster"],
-                {"worker": {"autoscaling": {"keda": {"streams": []}}}},
-            ),
-            "lists 0 stream keys but partitions is 4",
         ),
         ({"api": {"metrics": {"port": 8000}}}, "api.metrics.port must differ"),
         (

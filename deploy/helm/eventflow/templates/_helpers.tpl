@@ -92,7 +92,10 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The stream keys KEDA watches, one per partition, as a YAML list: the values
 list worker.autoscaling.keda.streams when given, else one key per partition made
-with streamKeyFormat (printf of the stream name and the partition number). */}}
+with streamKeyFormat (printf of the stream name and the partition number), else
+EventFlow's own keys: "<streamName>:{<tag>}", with each partition's hash tag from
+files/partition-tags.txt (generated from eventflow.pipeline.streams.partition_tag;
+a test keeps the two equal). */}}
 {{- define "eventflow.kedaStreams" -}}
 {{- $keda := .Values.worker.autoscaling.keda }}
 {{- $keys := list }}
@@ -101,6 +104,11 @@ with streamKeyFormat (printf of the stream name and the partition number). */}}
 {{- else if $keda.streamKeyFormat }}
 {{- range $p := until (int .Values.partitions) }}
 {{- $keys = append $keys (printf $keda.streamKeyFormat $.Values.redis.streamName $p) }}
+{{- end }}
+{{- else }}
+{{- $tags := splitList "\n" ($.Files.Get "files/partition-tags.txt" | trim) }}
+{{- range $p := until (int .Values.partitions) }}
+{{- $keys = append $keys (printf "%s:{%s}" $.Values.redis.streamName (index $tags $p)) }}
 {{- end }}
 {{- end }}
 {{- toYaml $keys }}
