@@ -166,5 +166,172 @@ CREATE TABLE partition_owners (
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
+-- Running upgrade 0005 -> 0006
+
+CREATE TABLE IF NOT EXISTS time_partitions (
+    parent_table text NOT NULL,
+    partition_name text NOT NULL,
+    lower_bound timestamptz NOT NULL,
+    upper_bound timestamptz NOT NULL,
+    PRIMARY KEY (parent_table, partition_name)
+);
+
+-- Partitions of ``parent`` covering [since, until), each ``days`` long, aligned
+-- on whole days (UTC), continuing from the newest partition that exists.
+CREATE OR REPLACE FUNCTION eventflow_create_partitions(
+    parent text, since timestamptz, until timestamptz, days int
+) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    lo timestamptz;
+    hi timestamptz;
+    made int := 0;
+    name text;
+    stray boolean;
+BEGIN
+    PERFORM pg_advisory_xact_lock(815003);
+    SELECT max(upper_bound) INTO lo FROM time_partitions
+        WHERE parent_table = parent;
+    IF lo IS NULL THEN
+        lo := date_bin(make_interval(days => days), since,
+                       timestamptz '2000-01-01 00:00:00+00');
+    END IF;
+    WHILE lo < until LOOP
+        hi := lo + make_interval(days => days);
+        name := parent || '_' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD');
+        EXECUTE format(
+            'SELECT EXISTS (SELECT 1 FROM %I WHERE received_at >= %L '
+            'AND received_at < %L)', parent || '_default', lo, hi) INTO stray;
+        IF stray THEN
+            -- Rows of this range were stored before it had a partition (in the
+            -- default partition): move them into the new partition first.
+            EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS)',
+                name, parent);
+            EXECUTE format(
+                'WITH moved AS (DELETE FROM %I WHERE received_at >= %L '
+                'AND received_at < %L RETURNING *) INSERT INTO %I '
+                'SELECT * FROM moved', parent || '_default', lo, hi, name);
+            EXECUTE format(
+                'ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                parent, name, lo, hi);
+        ELSE
+            EXECUTE format(
+                'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                name, parent, lo, hi);
+        END IF;
+        INSERT INTO time_partitions VALUES (parent, name, lo, hi);
+        lo := hi;
+        made := made + 1;
+    END LOOP;
+    RETURN made;
+END $$;
+
+-- Drops the partitions of ``parent`` that end at or before ``before``.
+CREATE OR REPLACE FUNCTION eventflow_drop_partitions(
+    parent text, before timestamptz
+) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(815003);
+    FOR r IN SELECT partition_name FROM time_partitions
+             WHERE parent_table = parent AND upper_bound <= before
+             ORDER BY upper_bound LOOP
+        EXECUTE format('DROP TABLE IF EXISTS %I', r.partition_name);
+        DELETE FROM time_partitions
+            WHERE parent_table = parent AND partition_name = r.partition_name;
+        RETURN NEXT r.partition_name;
+    END LOOP;
+END $$;
+
+ALTER TABLE failed_events ADD COLUMN received_at timestamptz;
+
+UPDATE failed_events f SET received_at = coalesce((SELECT r.received_at FROM raw_events r WHERE r.event_id = f.event_id), f.failed_at);
+
+ALTER TABLE failed_events ALTER COLUMN received_at SET NOT NULL;
+
+ALTER TABLE failed_events ALTER COLUMN received_at SET DEFAULT now();
+
+ALTER TABLE raw_events RENAME TO raw_events_unpartitioned;
+
+DROP INDEX IF EXISTS ix_raw_events_unsettled;
+
+DROP INDEX IF EXISTS ix_raw_events_received_at;
+
+ALTER TABLE raw_events_unpartitioned DROP CONSTRAINT IF EXISTS raw_events_pkey;
+
+ALTER TABLE raw_events_unpartitioned DROP CONSTRAINT IF EXISTS raw_events_event_id_key;
+
+CREATE TABLE raw_events (LIKE raw_events_unpartitioned INCLUDING DEFAULTS) PARTITION BY RANGE (received_at);
+
+ALTER TABLE raw_events ADD PRIMARY KEY (event_id, received_at);
+
+CREATE INDEX ix_raw_events_unsettled ON raw_events (published_at) WHERE status = 'accepted';
+
+CREATE INDEX ix_raw_events_received_at ON raw_events (received_at);
+
+CREATE TABLE raw_events_default PARTITION OF raw_events DEFAULT;
+
+ALTER TABLE processed_events RENAME TO processed_events_unpartitioned;
+
+DROP INDEX IF EXISTS ix_processed_events_type_time;
+
+DROP INDEX IF EXISTS ix_processed_events_processed_at;
+
+ALTER TABLE processed_events_unpartitioned DROP CONSTRAINT IF EXISTS processed_events_pkey;
+
+ALTER TABLE processed_events_unpartitioned DROP CONSTRAINT IF EXISTS processed_events_event_id_key;
+
+CREATE TABLE processed_events (LIKE processed_events_unpartitioned INCLUDING DEFAULTS) PARTITION BY RANGE (received_at);
+
+ALTER TABLE processed_events ADD PRIMARY KEY (id, received_at);
+
+ALTER TABLE processed_events ADD CONSTRAINT uq_processed_events_event UNIQUE (event_id, received_at);
+
+CREATE INDEX ix_processed_events_type_time ON processed_events (event_type, processed_at);
+
+CREATE INDEX ix_processed_events_processed_at ON processed_events (processed_at);
+
+CREATE TABLE processed_events_default PARTITION OF processed_events DEFAULT;
+
+ALTER SEQUENCE processed_events_id_seq OWNED BY processed_events.id;
+
+ALTER TABLE failed_events RENAME TO failed_events_unpartitioned;
+
+DROP INDEX IF EXISTS ix_failed_events_failed_at;
+
+DROP INDEX IF EXISTS ix_failed_events_type;
+
+ALTER TABLE failed_events_unpartitioned DROP CONSTRAINT IF EXISTS failed_events_pkey;
+
+ALTER TABLE failed_events_unpartitioned DROP CONSTRAINT IF EXISTS failed_events_event_id_key;
+
+CREATE TABLE failed_events (LIKE failed_events_unpartitioned INCLUDING DEFAULTS) PARTITION BY RANGE (received_at);
+
+ALTER TABLE failed_events ADD PRIMARY KEY (id, received_at);
+
+ALTER TABLE failed_events ADD CONSTRAINT uq_failed_events_event UNIQUE (event_id, received_at);
+
+CREATE INDEX ix_failed_events_failed_at ON failed_events (failed_at);
+
+CREATE INDEX ix_failed_events_type ON failed_events (event_type);
+
+CREATE TABLE failed_events_default PARTITION OF failed_events DEFAULT;
+
+ALTER SEQUENCE failed_events_id_seq OWNED BY failed_events.id;
+
+SELECT eventflow_create_partitions('raw_events', now(), now() + interval '7 days', 1);
+
+SELECT eventflow_create_partitions('processed_events', now(), now() + interval '7 days', 1);
+
+SELECT eventflow_create_partitions('failed_events', now(), now() + interval '7 days', 1);
+
+DROP TABLE raw_events_unpartitioned;
+
+DROP TABLE processed_events_unpartitioned;
+
+DROP TABLE failed_events_unpartitioned;
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
+
 COMMIT;
 

@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     from eventflow.security import cli as security_cli
 
     security_cli.add_parsers(sub)
+    from eventflow.store import cli as store_cli
+
+    store_cli.add_parsers(sub)
     return parser
 
 
@@ -186,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventflow.security import cli as security_cli
 
         return security_cli.run(args, settings)
+    if args.command == "retention":
+        from eventflow.store import cli as store_cli
+
+        return store_cli.run(args, settings)
     raise AssertionError(args.command)
 
 

@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     retry_initial_s: float = Field(default=0.05, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)
 
+    # Data lifecycle: the event tables are partitioned by acceptance time.
+    partition_interval_days: int = Field(default=1, ge=1, le=366)
+    partition_ahead_days: int = Field(default=7, ge=1, le=366)
+    # 0 keeps everything; a per-table value overrides retention_days.
+    retention_days: int = Field(default=0, ge=0)
+    retention_days_raw: int | None = Field(default=None, ge=0)
+    retention_days_processed: int | None = Field(default=None, ge=0)
+    retention_days_failed: int | None = Field(default=None, ge=0)
+    duplicate_window_days: float = Field(default=7.0, gt=0)
+    maintenance_interval_s: float = Field(default=600.0, gt=0)
+
     # Reconciler: republishes accepted events that Redis no longer holds.
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     reconcile_min_age_s: float = Field(default=10.0, ge=0)

@@ -214,6 +214,24 @@ class Metrics:
             ["partition", "owner"],
             registry=r,
         )
+        self.table_bytes = Gauge(
+            "eventflow_table_bytes",
+            "Size of an event table, all its partitions and indexes.",
+            ["table"],
+            registry=r,
+        )
+        self.oldest_partition = Gauge(
+            "eventflow_oldest_partition_timestamp_seconds",
+            "Start of an event table's oldest partition (Unix time).",
+            ["table"],
+            registry=r,
+        )
+        self.partitions_dropped = Counter(
+            "eventflow_partitions_dropped_total",
+            "Time partitions dropped past retention.",
+            ["table"],
+            registry=r,
+        )
         self.dead_letters = Gauge(
             "eventflow_dead_letters",
             "Rows in failed_events awaiting replay.",

@@ -200,7 +200,12 @@ async def test_processed_and_dead_lettered_at_once_ends_in_one_table(
             "c", "h",
         )  # fmt: skip
         stored = [ProcessedRow(event, {}, 1)]
-        dead = [FailedRow(row.event_id, "custom", "{}", "boom", "Test", 1, None, "")]
+        dead = [
+            FailedRow(
+                row.event_id, "custom", "{}", "boom", "Test", 1, None, "",
+                row.received_at,
+            )
+        ]  # fmt: skip
         first, second = (dead, stored) if dead_letter_first else (stored, dead)
 
         async def write(rows: list[Any], hold: asyncio.Event | None) -> None:

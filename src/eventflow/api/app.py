@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -129,6 +130,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
                 insert_attempts=settings.ingest_retry_attempts,
                 max_queued=settings.ingest_queue_limit,
                 deadline_s=settings.ingest_deadline_s,
+                duplicate_window=timedelta(days=settings.duplicate_window_days),
             ),
             metrics=metrics,
             registry=registry,

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from uuid import UUID
 
@@ -74,6 +74,7 @@ class GroupCommitter:
         insert_attempts: int = 3,
         max_queued: int = 20_000,
         deadline_s: float = 10.0,
+        duplicate_window: timedelta = timedelta(days=7),
     ) -> None:
         self.engine = engine
         self.label = label
@@ -84,6 +85,7 @@ class GroupCommitter:
         self.max_batch = max_batch
         self.max_queued = max_queued
         self.deadline_s = deadline_s
+        self.duplicate_window = duplicate_window
         self._queue: list[_Pending] = []
         self._queued = 0  # events in the queue
         self._wakeup = asyncio.Event()
@@ -238,7 +240,9 @@ class GroupCommitter:
                 reraise=True,
             ):
                 with attempt:
-                    return await insert_raw_events(self.engine, events)
+                    return await insert_raw_events(
+                        self.engine, events, self.duplicate_window
+                    )
         except (
             OSError,
             DBAPIError,

@@ -31,13 +31,13 @@ _CLAIM = text(
     """
     UPDATE raw_events r SET published_at = now(), publish_count = publish_count + 1
     FROM (
-        SELECT event_id FROM raw_events
+        SELECT event_id, received_at FROM raw_events
         WHERE status = 'accepted' AND published_at < :cutoff
         ORDER BY published_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ) stale
-    WHERE r.event_id = stale.event_id
+    WHERE r.event_id = stale.event_id AND r.received_at = stale.received_at
     RETURNING r.event_id, r.event_type, r.user_id, r.event_timestamp, r.properties,
         r.body_hash, r.correlation_id, r.received_at, r.partition_key,
         r.schema_version

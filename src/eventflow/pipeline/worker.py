@@ -33,9 +33,10 @@ from eventflow.pipeline.ownership import Fence, Ownership
 from eventflow.pipeline.processing import enrich
 from eventflow.pipeline.reconciler import reconcile_once
 from eventflow.pipeline.retry import is_transient, retrying
-from eventflow.pipeline.streams import Entry, Stream, Streams
+from eventflow.pipeline.streams import Entry, Stream, Streams, entry_ms
 from eventflow.processors import Processor, load_processors
 from eventflow.schemas.registry import SchemaRegistry
+from eventflow.store import lifecycle
 from eventflow.store.events import (
     FailedRow,
     ProcessedRow,
@@ -92,6 +93,7 @@ class Worker:
         self._degraded = False
         self._last_reconcile = time.monotonic()
         self._last_housekeeping = 0.0
+        self._last_lifecycle = -1e9
         self.totals = BatchReport()
 
     # --- lifecycle ------------------------------------------------------------------
@@ -358,10 +360,30 @@ class Worker:
                     milliseconds=(s.max_deliveries + 1) * s.claim_idle_ms
                 ),
             )
+        if (force or now - self._last_lifecycle >= s.maintenance_interval_s) and (
+            0 in self.ownership.owned
+        ):
+            self._last_lifecycle = now
+            await self._lifecycle()
         await self.registry.refresh()
         if now - self._last_housekeeping >= s.housekeeping_interval_s:
             self._last_housekeeping = now
             await self._refresh_gauges()
+
+    async def _lifecycle(self) -> None:
+        """Time partitions: create ahead, drop past retention; table gauges."""
+        report = await lifecycle.maintain(self.engine, self.settings)
+        for table, names in report.dropped.items():
+            if names:
+                self.metrics.partitions_dropped.labels(table).inc(len(names))
+                log.info(
+                    "dropped partitions past retention",
+                    extra={"table": table, "partitions": names},
+                )
+        for t in await lifecycle.status(self.engine, self.settings):
+            self.metrics.table_bytes.labels(t.table).set(t.bytes)
+            if t.oldest is not None:
+                self.metrics.oldest_partition.labels(t.table).set(t.oldest.timestamp())
 
     async def _refresh_gauges(self) -> None:
         s = self.settings
@@ -547,6 +569,9 @@ class Worker:
             attempts=entry.deliveries,
             correlation_id=event.correlation_id if event else None,
             stream_entry_id=entry.entry_id,
+            received_at=event.received_at
+            if event is not None
+            else datetime.fromtimestamp(entry_ms(entry.entry_id) / 1000, UTC),
         )
         log.warning(
             "event dead-lettered",
@@ -611,6 +636,7 @@ class Worker:
                 attempts=row.attempts,
                 correlation_id=event.correlation_id,
                 stream_entry_id="",
+                received_at=event.received_at,
             )
         else:
             dead = failed[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -17,9 +17,18 @@ from eventflow.models import Event
 if TYPE_CHECKING:
     from eventflow.pipeline.ownership import Fence
 
-# Insert every event of a group commit; report, for each id, whether this statement
-# inserted it or which body it already had. The outer SELECT sees the snapshot taken
-# before the INSERT, so it returns only rows that existed before.
+# Events whose id is being stored by another transaction wait here for it to end
+# (the tables are partitioned by acceptance time, so no unique key spans a resend
+# and its first copy): the statement after this one then sees the first copy.
+_LOCK_IDS = text(
+    "SELECT count(pg_advisory_xact_lock(hashtextextended(CAST(i AS text), 815004))) "
+    "FROM unnest(CAST(:ids AS uuid[])) AS i"
+)
+
+# Insert every event of a group commit that is not stored yet (within the
+# duplicate-detection window); report, for each id, whether this statement
+# inserted it or which body it already had. The outer SELECT sees the snapshot
+# taken before the INSERT, so it returns only rows that existed before.
 _INSERT_RAW = text(
     """
     WITH incoming AS (
@@ -39,20 +48,19 @@ _INSERT_RAW = text(
         SELECT event_id, event_type, user_id, ts, CAST(props AS jsonb), body_hash,
             cid, received_at, received_at, version, source, pkey
         FROM incoming
-        ON CONFLICT (event_id) DO NOTHING
+        WHERE NOT EXISTS (
+            SELECT 1 FROM raw_events r
+            WHERE r.event_id = incoming.event_id AND r.received_at >= :since)
+        ON CONFLICT (event_id, received_at) DO NOTHING
         RETURNING event_id
     )
     SELECT event_id, NULL AS body_hash, NULL AS received_at, true AS inserted
     FROM ins
     UNION ALL
     SELECT r.event_id, r.body_hash, r.received_at, false
-    FROM raw_events r WHERE r.event_id = ANY(CAST(:ids AS uuid[]))
+    FROM raw_events r
+    WHERE r.event_id = ANY(CAST(:ids AS uuid[])) AND r.received_at >= :since
     """
-)
-
-_EXISTING_RAW = text(
-    "SELECT event_id, body_hash, received_at FROM raw_events "
-    "WHERE event_id = ANY(CAST(:ids AS uuid[]))"
 )
 
 
@@ -69,9 +77,12 @@ class InsertOutcome:
 
 
 async def insert_raw_events(
-    engine: AsyncEngine, events: Sequence[Event]
+    engine: AsyncEngine, events: Sequence[Event], window: timedelta
 ) -> InsertOutcome:
-    """Store accepted events in ``raw_events`` in one transaction (group commit)."""
+    """Store accepted events in ``raw_events`` in one transaction (group commit).
+
+    An id stored less than ``window`` before (the duplicate-detection window) is
+    reported as existing instead."""
     ids = [e.event_id for e in events]
     params = {
         "ids": ids,
@@ -85,23 +96,17 @@ async def insert_raw_events(
         "versions": [e.schema_version for e in events],
         "sources": [e.source for e in events],
         "pkeys": [e.partition_key for e in events],
+        "since": min(e.received_at for e in events) - window,
     }
     inserted: set[UUID] = set()
     existing: dict[UUID, Existing] = {}
     async with engine.begin() as conn:
+        await conn.execute(_LOCK_IDS, {"ids": sorted(set(ids), key=lambda i: i.bytes)})
         rows = (await conn.execute(_INSERT_RAW, params)).all()
         for event_id, hash_, received_at, was_inserted in rows:
             if was_inserted:
                 inserted.add(event_id)
             else:
-                existing[event_id] = Existing(hash_, received_at)
-    missing = [i for i in set(ids) if i not in inserted and i not in existing]
-    if missing:
-        # Another process inserted these concurrently, after our snapshot.
-        async with engine.connect() as conn:
-            for event_id, hash_, received_at in await conn.execute(
-                _EXISTING_RAW, {"ids": missing}
-            ):
                 existing[event_id] = Existing(hash_, received_at)
     return InsertOutcome(inserted, existing)
 
@@ -123,6 +128,9 @@ class FailedRow:
     attempts: int
     correlation_id: str | None
     stream_entry_id: str
+    # The event's acceptance time (the partition it is stored in); for an entry
+    # that held no event, the entry's creation time.
+    received_at: datetime
 
 
 _INSERT_PROCESSED = text(
@@ -142,17 +150,25 @@ _INSERT_PROCESSED = text(
             CAST(:versions AS int[])
         ) AS t(event_id, event_type, user_id, ts, props, enrichment, cid,
                received_at, attempts, version)
-        ON CONFLICT (event_id) DO NOTHING
+        ON CONFLICT (event_id, received_at) DO NOTHING
         RETURNING event_id
+    ),
+    keys AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:received AS timestamptz[]))
+            AS k(event_id, received_at)
     ),
     settle AS (
-        UPDATE raw_events SET status = 'processed', settled_at = now()
-        WHERE event_id = ANY(CAST(:ids AS uuid[])) AND status <> 'processed'
-        RETURNING event_id
+        UPDATE raw_events r SET status = 'processed', settled_at = now()
+        FROM keys
+        WHERE r.event_id = keys.event_id AND r.received_at = keys.received_at
+            AND r.received_at BETWEEN :lo AND :hi AND r.status <> 'processed'
+        RETURNING r.event_id
     ),
     resolved AS (
-        DELETE FROM failed_events WHERE event_id = ANY(CAST(:ids AS uuid[]))
-        RETURNING event_id
+        DELETE FROM failed_events f USING keys
+        WHERE f.event_id = keys.event_id AND f.received_at = keys.received_at
+            AND f.received_at BETWEEN :lo AND :hi
+        RETURNING f.event_id
     )
     SELECT event_id FROM ins
     """
@@ -162,34 +178,44 @@ _INSERT_FAILED = text(
     """
     WITH ins AS (
         INSERT INTO failed_events (event_id, event_type, payload, error, error_type,
-            attempts, correlation_id, stream_entry_id)
+            attempts, correlation_id, stream_entry_id, received_at)
         SELECT * FROM unnest(
             CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:payloads AS text[]),
             CAST(:errors AS text[]), CAST(:error_types AS text[]),
             CAST(:attempts AS int[]), CAST(:cids AS text[]),
-            CAST(:entries AS text[])
-        ) AS t(event_id)
+            CAST(:entries AS text[]), CAST(:received AS timestamptz[])
+        ) AS t(event_id, event_type, payload, error, error_type, attempts, cid,
+               entry, received_at)
         -- An event already processed is never also a dead letter.
         WHERE NOT EXISTS (
-            SELECT 1 FROM processed_events p WHERE p.event_id = t.event_id)
-        ON CONFLICT (event_id) DO UPDATE SET
+            SELECT 1 FROM processed_events p
+            WHERE p.event_id = t.event_id AND p.received_at = t.received_at)
+        ON CONFLICT (event_id, received_at) DO UPDATE SET
             error = EXCLUDED.error, error_type = EXCLUDED.error_type,
             attempts = failed_events.attempts + EXCLUDED.attempts,
             stream_entry_id = EXCLUDED.stream_entry_id,
             failed_at = now(), replayed_at = NULL
         WHERE NOT EXISTS (
-            SELECT 1 FROM processed_events p WHERE p.event_id = EXCLUDED.event_id)
-        RETURNING event_id
+            SELECT 1 FROM processed_events p
+            WHERE p.event_id = EXCLUDED.event_id
+                AND p.received_at = EXCLUDED.received_at)
+        RETURNING event_id, received_at
     )
-    UPDATE raw_events SET status = 'failed', settled_at = now()
-    WHERE event_id IN (SELECT event_id FROM ins)
+    UPDATE raw_events r SET status = 'failed', settled_at = now()
+    FROM ins
+    WHERE r.event_id = ins.event_id AND r.received_at = ins.received_at
+        AND r.received_at BETWEEN :lo AND :hi
     """
 )
 
 
 _LOCK_RAW = text(
-    "SELECT 1 FROM raw_events WHERE event_id = ANY(CAST(:ids AS uuid[])) "
-    "ORDER BY event_id FOR UPDATE"
+    "SELECT 1 FROM raw_events r "
+    "JOIN unnest(CAST(:ids AS uuid[]), CAST(:received AS timestamptz[])) "
+    "AS k(event_id, received_at) "
+    "ON r.event_id = k.event_id AND r.received_at = k.received_at "
+    "WHERE r.received_at BETWEEN :lo AND :hi "
+    "ORDER BY r.event_id FOR UPDATE OF r"
 )
 
 
@@ -219,11 +245,17 @@ async def write_results(
     # its own: the statements below then start after the other transaction has
     # committed and see its row (the processed insert deletes the dead letter, the
     # dead-letter insert skips a processed event), so the event ends in one table.
-    ids = sorted(
-        {p.event.event_id for p in processed} | {f.event_id for f in failed},
-        key=lambda i: i.bytes,
+    keys = sorted(
+        {(p.event.event_id, p.event.received_at) for p in processed}
+        | {(f.event_id, f.received_at) for f in failed},
+        key=lambda k: k[0].bytes,
     )
-    await conn.execute(_LOCK_RAW, {"ids": ids})
+    # The range of acceptance times: PostgreSQL reads only those partitions.
+    bounds = {"lo": min(k[1] for k in keys), "hi": max(k[1] for k in keys)}
+    await conn.execute(
+        _LOCK_RAW,
+        {"ids": [k[0] for k in keys], "received": [k[1] for k in keys], **bounds},
+    )
     if processed:
         events = [p.event for p in processed]
         result = await conn.execute(
@@ -240,6 +272,7 @@ async def write_results(
                 "attempts": [p.attempts for p in processed],
                 "versions": [e.schema_version for e in events],
                 "worker": worker,
+                **bounds,
             },
         )
         inserted = {row[0] for row in result}
@@ -255,6 +288,8 @@ async def write_results(
                 "attempts": [f.attempts for f in failed],
                 "cids": [f.correlation_id for f in failed],
                 "entries": [f.stream_entry_id for f in failed],
+                "received": [f.received_at for f in failed],
+                **bounds,
             },
         )
     return inserted

@@ -24,6 +24,8 @@ from eventflow.config import Settings
 
 metadata = MetaData()
 
+# The three event tables are partitioned by received_at, the acceptance time
+# (migration 0006): keys include it, and each partition is a range of days.
 raw_events = Table(
     "raw_events",
     metadata,
@@ -37,7 +39,7 @@ raw_events = Table(
     Column(
         "received_at",
         DateTime(timezone=True),
-        nullable=False,
+        primary_key=True,
         server_default=func.now(),
     ),
     # Last time the event was written to the stream (the reconciler moves it on).
@@ -62,14 +64,14 @@ processed_events = Table(
     "processed_events",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("user_id", String(255)),
     Column("event_timestamp", DateTime(timezone=True), nullable=False),
     Column("properties", JSONB, nullable=False),
     Column("enrichment", JSONB, nullable=False),
     Column("correlation_id", String(128)),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), primary_key=True),
     Column(
         "processed_at",
         DateTime(timezone=True),
@@ -79,6 +81,7 @@ processed_events = Table(
     Column("processed_by", String(255), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("1")),
     Column("schema_version", Integer),
+    UniqueConstraint("event_id", "received_at", name="uq_processed_events_event"),
     Index("ix_processed_events_type_time", "event_type", "processed_at"),
     Index("ix_processed_events_processed_at", "processed_at"),
 )
@@ -87,7 +90,7 @@ failed_events = Table(
     "failed_events",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
     # Text: a dead letter stores whatever the entry held (migration 0003).
     Column("event_type", Text),
     Column("payload", Text, nullable=False),
@@ -102,6 +105,14 @@ failed_events = Table(
     Column("replayed_at", DateTime(timezone=True)),
     Column("replay_count", Integer, nullable=False, server_default=text("0")),
     Column("schema_version", Integer),
+    # The event's acceptance time; for an entry that held no event, its failure.
+    Column(
+        "received_at",
+        DateTime(timezone=True),
+        primary_key=True,
+        server_default=func.now(),
+    ),
+    UniqueConstraint("event_id", "received_at", name="uq_failed_events_event"),
     Index("ix_failed_events_failed_at", "failed_at"),
     Index("ix_failed_events_type", "event_type"),
 )
@@ -121,6 +132,16 @@ partition_owners = Table(
         server_default=func.now(),
     ),
     Column("committed_at", DateTime(timezone=True)),
+)
+
+# The partitions of the event tables and their bounds (migration 0006).
+time_partitions = Table(
+    "time_partitions",
+    metadata,
+    Column("parent_table", Text, primary_key=True),
+    Column("partition_name", Text, primary_key=True),
+    Column("lower_bound", DateTime(timezone=True), nullable=False),
+    Column("upper_bound", DateTime(timezone=True), nullable=False),
 )
 
 # One row per version of an event type's JSON Schema (see eventflow.schemas).

@@ -37,6 +37,9 @@ async def run_online() -> None:
     async with engine.connect() as conn:
         # Serialise concurrent `eventflow migrate` runs (several containers).
         await conn.exec_driver_sql("SELECT pg_advisory_lock(815001)")
+        # The lock is the session's; Alembic manages its own transactions (a
+        # migration may commit in batches: see 0006).
+        await conn.commit()
         await conn.run_sync(_run)
         await conn.commit()
     await engine.dispose()
