@@ -177,7 +177,9 @@ CREATE TABLE IF NOT EXISTS time_partitions (
 );
 
 -- Partitions of ``parent`` covering [since, until), each ``days`` long, aligned
--- on whole days (UTC), continuing from the newest partition that exists.
+-- on whole days (UTC), continuing from the newest partition that exists. A gap
+-- before ``since`` (no maintenance for a while) is not filled: rows of such times
+-- are kept by the default partition.
 CREATE OR REPLACE FUNCTION eventflow_create_partitions(
     parent text, since timestamptz, until timestamptz, days int
 ) RETURNS int LANGUAGE plpgsql AS $$
@@ -191,9 +193,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(815003);
     SELECT max(upper_bound) INTO lo FROM time_partitions
         WHERE parent_table = parent;
-    IF lo IS NULL THEN
-        lo := date_bin(make_interval(days => days), since,
-                       timestamptz '2000-01-01 00:00:00+00');
+    IF lo IS NULL OR lo < since THEN
+        lo := greatest(lo, date_bin(make_interval(days => days), since,
+                                    timestamptz '2000-01-01 00:00:00+00'));
     END IF;
     WHILE lo < until LOOP
         hi := lo + make_interval(days => days);

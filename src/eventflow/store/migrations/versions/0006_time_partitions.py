@@ -25,6 +25,7 @@ lists them with their bounds (retention reads it).
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import sqlalchemy as sa
@@ -35,9 +36,11 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-log = logging.getLogger("alembic.runtime.migration")
+log = logging.getLogger("eventflow.migrations")
 
-BATCH = 50_000
+# Rows moved per transaction (EVENTFLOW_MIGRATION_BATCH overrides it).
+HISTORY = 60
+BATCH = int(os.environ.get("EVENTFLOW_MIGRATION_BATCH", "50000"))
 TABLES = ("raw_events", "processed_events", "failed_events")
 OLD = "{}_unpartitioned"
 
@@ -53,7 +56,9 @@ CREATE TABLE IF NOT EXISTS time_partitions (
 """,
     """
 -- Partitions of ``parent`` covering [since, until), each ``days`` long, aligned
--- on whole days (UTC), continuing from the newest partition that exists.
+-- on whole days (UTC), continuing from the newest partition that exists. A gap
+-- before ``since`` (no maintenance for a while) is not filled: rows of such times
+-- are kept by the default partition.
 CREATE OR REPLACE FUNCTION eventflow_create_partitions(
     parent text, since timestamptz, until timestamptz, days int
 ) RETURNS int LANGUAGE plpgsql AS $$
@@ -67,9 +72,9 @@ BEGIN
     PERFORM pg_advisory_xact_lock(815003);
     SELECT max(upper_bound) INTO lo FROM time_partitions
         WHERE parent_table = parent;
-    IF lo IS NULL THEN
-        lo := date_bin(make_interval(days => days), since,
-                       timestamptz '2000-01-01 00:00:00+00');
+    IF lo IS NULL OR lo < since THEN
+        lo := greatest(lo, date_bin(make_interval(days => days), since,
+                                    timestamptz '2000-01-01 00:00:00+00'));
     END IF;
     WHILE lo < until LOOP
         hi := lo + make_interval(days => days);
@@ -177,7 +182,16 @@ def upgrade() -> None:
                 + ") AS oldest"
             )
         )
-        _create_partitions("now()" if oldest is None else f"'{oldest.isoformat()}'")
+        if oldest is not None:
+            # Old rows: at most HISTORY partitions per table (a transaction can
+            # only lock so many tables), each as many days long as that takes.
+            days = max(1, -(-(time.time() - oldest.timestamp()) // 86400 // HISTORY))
+            for table in TABLES:
+                op.execute(
+                    f"SELECT eventflow_create_partitions('{table}', "
+                    f"'{oldest.isoformat()}', now(), {int(days)})"
+                )
+        _create_partitions("now()")
     # New events already go to the partitioned tables; move the old rows over.
     with context.get_context().autocommit_block():
         for table in TABLES:
