@@ -335,5 +335,35 @@ DROP TABLE failed_events_unpartitioned;
 
 UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
 
+-- Running upgrade 0006 -> 0007
+
+CREATE TABLE reprocess_runs (
+    id BIGSERIAL NOT NULL, 
+    started_by TEXT NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    from_ts TIMESTAMP WITH TIME ZONE NOT NULL, 
+    to_ts TIMESTAMP WITH TIME ZONE NOT NULL, 
+    event_type TEXT, 
+    dry_run BOOLEAN NOT NULL, 
+    rate_limit FLOAT, 
+    state TEXT DEFAULT 'pending' NOT NULL, 
+    total BIGINT DEFAULT '0' NOT NULL, 
+    done BIGINT DEFAULT '0' NOT NULL, 
+    changed BIGINT DEFAULT '0' NOT NULL, 
+    failed BIGINT DEFAULT '0' NOT NULL, 
+    cursor_received_at TIMESTAMP WITH TIME ZONE, 
+    cursor_event_id UUID, 
+    last_error TEXT, 
+    updated_at TIMESTAMP WITH TIME ZONE, 
+    finished_at TIMESTAMP WITH TIME ZONE, 
+    PRIMARY KEY (id)
+);
+
+ALTER TABLE processed_events ADD COLUMN reprocessed_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE processed_events ADD COLUMN reprocess_run_id BIGINT;
+
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
+
 COMMIT;
 

@@ -93,7 +93,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
         await conn.execute(
             text(
                 "TRUNCATE raw_events, processed_events, failed_events, api_keys, "
-                "audit_log, partition_owners"
+                "audit_log, partition_owners, reprocess_runs"
             )
         )
         # Back to the schemas the migration installed.

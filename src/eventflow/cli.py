@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     from eventflow.tools import dlq as dlqcli
 
     dlqcli.add_parser(sub)
+    from eventflow.tools import export as exportcli
+
+    exportcli.add_parser(sub)
     from eventflow.security import cli as security_cli
 
     security_cli.add_parsers(sub)
@@ -152,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventflow.tools import schemas
 
         return schemas.run(args)
+    if args.command == "export":  # before logs.configure: stdout may be the data
+        from eventflow.tools import export as exportcli
+
+        return exportcli.run(args)
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format, f"eventflow-{args.command}")
     if args.command == "api":
@@ -189,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eventflow.security import cli as security_cli
 
         return security_cli.run(args, settings)
-    if args.command == "retention":
+    if args.command in ("retention", "reprocess"):
         from eventflow.store import cli as store_cli
 
         return store_cli.run(args, settings)

@@ -16,7 +16,15 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from eventflow import __version__
-from eventflow.api import audit, deadletters, events, health, schemas, summary
+from eventflow.api import (
+    audit,
+    deadletters,
+    events,
+    health,
+    reprocess,
+    schemas,
+    summary,
+)
 from eventflow.api.context import ApiContext
 from eventflow.api.limits import Limits, LimitsMiddleware
 from eventflow.api.middleware import CorrelationMiddleware
@@ -198,6 +206,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(summary.router)
     app.include_router(deadletters.router)
+    app.include_router(reprocess.router)
     app.include_router(schemas.router)
     app.include_router(audit.router)
     return app

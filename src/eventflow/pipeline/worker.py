@@ -32,6 +32,7 @@ from eventflow.models import Event, decode_message
 from eventflow.pipeline.ownership import Fence, Ownership
 from eventflow.pipeline.processing import enrich
 from eventflow.pipeline.reconciler import reconcile_once
+from eventflow.pipeline.reprocess import Reprocessor
 from eventflow.pipeline.retry import is_transient, retrying
 from eventflow.pipeline.streams import Entry, Stream, Streams, entry_ms
 from eventflow.processors import Processor, load_processors
@@ -84,10 +85,14 @@ class Worker:
         self._consumers: dict[int, asyncio.Task[None]] = {}
         self._handover: dict[int, asyncio.Event] = {}
         self._until_empty = False
+        self._reprocessing: asyncio.Task[None] | None = None
         self.registry = SchemaRegistry(
             self.engine,
             self.settings.schema_refresh_s,
             self.settings.unknown_event_types,
+        )
+        self.reprocessor = Reprocessor(
+            self.engine, self.registry, self.processors, self.consumer
         )
         self._stopping = asyncio.Event()
         self._degraded = False
@@ -163,6 +168,7 @@ class Worker:
                     self._failed(exc)
                 await self._pause(0.05 if until_empty else min(tick_s, 0.5))
         finally:
+            self._stopping.set()  # drained, stopped or failed: nothing new starts
             await self._finish_partitions()
         await self._leave()
         return self.totals
@@ -233,7 +239,10 @@ class Worker:
 
     async def _finish_partitions(self) -> None:
         """Stopping: let every partition finish (commit and acknowledge) its
-        in-flight batches."""
+        in-flight batches, and a reprocessing run its batch."""
+        if self._reprocessing is not None:
+            with contextlib.suppress(Exception):
+                await self._reprocessing
         for handover in self._handover.values():
             handover.set()
         results = await asyncio.gather(
@@ -365,6 +374,18 @@ class Worker:
         ):
             self._last_lifecycle = now
             await self._lifecycle()
+        if 0 in self.ownership.owned and (
+            self._reprocessing is None or self._reprocessing.done()
+        ):
+            done = self._reprocessing
+            if done is not None and not done.cancelled() and done.exception():
+                log.error("reprocessing failed; it resumes", exc_info=done.exception())
+            self._reprocessing = asyncio.create_task(
+                self.reprocessor.serve(
+                    lambda: 0 in self.ownership.owned and not self._stopping.is_set(),
+                    idle_s=0.2 if self._until_empty else 1.0,
+                )
+            )
         await self.registry.refresh()
         if now - self._last_housekeeping >= s.housekeeping_interval_s:
             self._last_housekeeping = now

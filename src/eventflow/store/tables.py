@@ -81,6 +81,9 @@ processed_events = Table(
     Column("processed_by", String(255), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("1")),
     Column("schema_version", Integer),
+    # Set by a reprocessing run (migration 0007).
+    Column("reprocessed_at", DateTime(timezone=True)),
+    Column("reprocess_run_id", BigInteger),
     UniqueConstraint("event_id", "received_at", name="uq_processed_events_event"),
     Index("ix_processed_events_type_time", "event_type", "processed_at"),
     Index("ix_processed_events_processed_at", "processed_at"),
