@@ -148,6 +148,7 @@ class Stack:
     _db: asyncpg.Connection | None = None
     _redis: Redis | None = None
     _api_key: str | None = None
+    partitions: int = 8  # EVENTFLOW_PARTITIONS of the deployments (the default)
 
     @property
     def log_dir(self) -> Path:
@@ -198,8 +199,13 @@ class Stack:
         await db.execute(f"TRUNCATE {TABLES}")
         await db.execute("CHECKPOINT")
         if stream:
-            redis = await self.redis()
-            await redis.delete(stream, f"{stream}:stats")
+            await self.forget(stream)
+
+    async def forget(self, stream: str) -> None:
+        """Delete every key of a deployment (its partitions, leases, members)."""
+        redis = await self.redis()
+        async for key in redis.scan_iter(match=f"{stream}*"):
+            await redis.delete(key)
 
     def api_key(self) -> str:
         """An ingest key (made once per stack with ``eventflow keys create``)."""
@@ -224,6 +230,7 @@ class Stack:
             REDIS_URL=self.redis_url,
             EVENTFLOW_STREAM_NAME=stream,
             EVENTFLOW_WORKER_METRICS_PORT="0",
+            EVENTFLOW_PARTITIONS=str(self.partitions),
             # The pipeline's figures; authentication's cost is measured apart.
             EVENTFLOW_AUTH_REQUIRED="false",
             PYTHONUNBUFFERED="1",
@@ -281,8 +288,12 @@ class Stack:
                 if not proc.alive():
                     raise BenchError(f"{proc.name} exited:\n{proc.tail()}")
             with contextlib.suppress(Exception):
-                groups = await redis.xinfo_groups(dep.stream)
-                if groups and int(groups[0].get("consumers", 0)) >= count:
+                # Workers announce themselves; then every partition has an owner.
+                members = await redis.zcard(f"{dep.stream}:workers")
+                leases = [
+                    k async for k in redis.scan_iter(match=f"{dep.stream}:*:lease")
+                ]
+                if members >= count and len(leases) >= self.partitions:
                     return
             await asyncio.sleep(0.05)
         raise BenchError(f"workers did not join the group of {dep.stream}")
@@ -382,7 +393,7 @@ async def deployment(
     finally:
         stack.teardown(dep)
         with contextlib.suppress(Exception):
-            await (await stack.redis()).delete(stream, f"{stream}:stats")
+            await stack.forget(stream)
 
 
 # --- load generators -------------------------------------------------------------

@@ -395,7 +395,7 @@ async def drain(ctx: Context) -> Rep:
         await streams.ensure_group()
         for chunk in drain_events(total):
             await streams.publish(chunk)
-        length = await redis.xlen(dep.stream)
+        length = (await streams.state()).length
         if length != total:
             raise BenchError(f"stream holds {length} entries, expected {total}")
         await ctx.stack.db()  # connect before the worker starts
