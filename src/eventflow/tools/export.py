@@ -4,9 +4,9 @@ Parquet, straight from the database (``DATABASE_URL``).
 Rows come from a server-side cursor ``chunk_rows`` at a time (5,000 by default),
 and each chunk is written (a Parquet row group) before the next one is read, so
 memory stays bounded however many rows the range holds. The export reads one
-snapshot (a read-only REPEATABLE READ transaction): events that arrive meanwhile
-are not half in it. A file is written under a temporary name and renamed when
-complete, so a failed export leaves no truncated file behind.
+snapshot (a read-only REPEATABLE READ transaction): rows committed after it starts
+are not in it. A file is written under a temporary name and renamed when complete,
+so a failed or interrupted export leaves no truncated file behind.
 
 ``jsonb`` columns (``properties``, ``enrichment``) are read as PostgreSQL's own
 text, so numbers keep every digit (``2345.6789123456789``): nested JSON in JSON
@@ -273,8 +273,8 @@ class CsvWriter(Writer):
 def _pyarrow() -> tuple[Any, Any]:
     """pyarrow and pyarrow.parquet (the ``export`` extra); ImportError without."""
     # Unless told otherwise, Arrow allocates with malloc: with the wheels' default
-    # (mimalloc) an export's peak memory was twice as far above its start
-    # (measured in docs/tools.md). Read when pyarrow is first imported.
+    # (mimalloc) an export's peak memory rose twice as far (40 MiB instead of 19,
+    # docs/tools.md). Arrow reads this when pyarrow is first imported.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     import pyarrow
     import pyarrow.parquet
@@ -488,14 +488,25 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         rows = uvloop.run(main())
+    except KeyboardInterrupt:
+        print("eventflow export: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, as other tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except TimeoutError:
+        print(
+            "eventflow export: the database did not answer in time "
+            "(EVENTFLOW_DB_CONNECT_TIMEOUT_S / EVENTFLOW_DB_COMMAND_TIMEOUT_S: "
+            f"{settings.db_connect_timeout_s:g} / {settings.db_command_timeout_s:g} s)",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, SQLAlchemyError) as exc:
         # A database error's own message, without the statement around it.
         cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
-        print(f"eventflow export: {cause}", file=sys.stderr)
+        print(f"eventflow export: {cause or type(cause).__name__}", file=sys.stderr)
         return 1
     print(_summary(options, rows, time.monotonic() - started), file=sys.stderr)
     return 0
