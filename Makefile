@@ -51,6 +51,12 @@ bench: $(STAMP) system-deps
 	bash scripts/install-system-deps.sh --bench
 	$(BIN)/python benchmarks/run.py
 
+## Scaling: drain by workers x partitions, CPU per event (SCALING_ARGS="--repeat 1").
+.PHONY: bench-scaling
+bench-scaling: $(STAMP) system-deps
+	bash scripts/install-system-deps.sh --bench
+	$(BIN)/python benchmarks/scaling.py $(SCALING_ARGS)
+
 ## Soak test: faults and mixed traffic for 10 minutes (SOAK_ARGS="--minutes 3").
 soak: $(STAMP) system-deps
 	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
