@@ -211,9 +211,8 @@ async def test_conversion_killed_midway_resumes(old_database: str) -> None:
     output, _ = await asyncio.wait_for(again.communicate(), 120)
     assert again.returncode == 0, output.decode()
     async with engine.connect() as conn:
-        assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == (
-            "0006"
-        )
+        version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        assert version is not None and version >= "0006"
         for table in ("raw_events", "processed_events"):
             total, distinct = (
                 await conn.execute(

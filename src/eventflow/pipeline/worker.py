@@ -85,6 +85,7 @@ class Worker:
         self._consumers: dict[int, asyncio.Task[None]] = {}
         self._handover: dict[int, asyncio.Event] = {}
         self._until_empty = False
+        self._exiting = False
         self._reprocessing: asyncio.Task[None] | None = None
         self.registry = SchemaRegistry(
             self.engine,
@@ -168,7 +169,7 @@ class Worker:
                     self._failed(exc)
                 await self._pause(0.05 if until_empty else min(tick_s, 0.5))
         finally:
-            self._stopping.set()  # drained, stopped or failed: nothing new starts
+            self._exiting = True  # drained, stopped or failed: nothing new starts
             await self._finish_partitions()
         await self._leave()
         return self.totals
@@ -382,7 +383,10 @@ class Worker:
                 log.error("reprocessing failed; it resumes", exc_info=done.exception())
             self._reprocessing = asyncio.create_task(
                 self.reprocessor.serve(
-                    lambda: 0 in self.ownership.owned and not self._stopping.is_set(),
+                    lambda: (
+                        0 in self.ownership.owned
+                        and not (self._stopping.is_set() or self._exiting)
+                    ),
                     idle_s=0.2 if self._until_empty else 1.0,
                 )
             )
