@@ -148,6 +148,11 @@ class Metrics:
             "Stream entries reclaimed from dead or stalled consumers.",
             registry=r,
         )
+        self.publish_backlog = Gauge(
+            "eventflow_publish_backlog_events",
+            "Accepted events this API holds, in order, until Redis takes them.",
+            registry=r,
+        )
         self.republished = Counter(
             "eventflow_republished_events_total",
             "Accepted events republished by the reconciler.",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +15,6 @@ from enum import Enum
 from uuid import UUID
 
 import asyncpg
-from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
@@ -27,7 +28,7 @@ from eventflow.errors import DependencyUnavailable, short_reason
 from eventflow.metrics import Metrics
 from eventflow.models import Event
 from eventflow.pipeline.retry import is_transient
-from eventflow.pipeline.streams import PublishIncomplete, Streams
+from eventflow.pipeline.streams import PUBLISH_CHUNK, Streams
 from eventflow.store.events import InsertOutcome, insert_raw_events
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class GroupCommitter:
         max_queued: int = 20_000,
         deadline_s: float = 10.0,
         duplicate_window: timedelta = timedelta(days=7),
+        backlog_limit: int = 100_000,
     ) -> None:
         self.engine = engine
         self.label = label
@@ -92,6 +94,9 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._publish_paused_until = 0.0
+        self._backlog: dict[int, deque[Event]] = {}
+        self._held = 0
+        self.backlog_limit = backlog_limit
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
@@ -144,9 +149,20 @@ class GroupCommitter:
         while True:
             if not self._queue:
                 if self._closing:
+                    if self._backlog:
+                        with contextlib.suppress(Exception):
+                            await self._publish([])  # a last try; else reconciled
                     return
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if not self._backlog:
+                    await self._wakeup.wait()
+                    continue
+                # Held events: try again when Redis may answer.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), 0.2)
+                if not self._queue:
+                    with contextlib.suppress(Exception):
+                        await self._publish([])
                 continue
             batch: list[_Pending] = []
             size = 0
@@ -289,25 +305,77 @@ class GroupCommitter:
         return await self._insert_isolating(events, refused)
 
     async def _publish(self, events: list[Event]) -> None:
-        """Publish after the commit. After a failure, publishing pauses for
-        ``publish_backoff_s`` so that an unreachable Redis (a connect timeout per
-        attempt) does not slow down the commits; the reconciler publishes what was
-        skipped."""
-        if time.monotonic() < self._publish_paused_until:
-            self.metrics.publish_failures.inc(len(events))
-            return
-        try:
-            await self.streams.publish(events)
-        except (RedisError, OSError) as exc:
-            if not isinstance(exc, PublishIncomplete) or exc.all_failed:
+        """Publish after the commit, keeping each partition's order.
+
+        Events a partition could not take (Redis down, a cluster master failing
+        over) wait in that partition's backlog, and the partition's later events
+        queue behind them, so that they reach the stream in the order they were
+        accepted once Redis answers again. After a failure of every partition,
+        publishing pauses for ``publish_backoff_s`` so that an unreachable Redis
+        (a connect timeout per attempt) does not slow down the commits. A backlog
+        past ``backlog_limit`` events drops its oldest: the reconciler publishes
+        those (the one case where a key's order is not kept), as it does for a
+        backlog lost with its process."""
+        groups = self.streams.by_partition(events) if events else {}
+        if self._backlog and time.monotonic() >= self._publish_paused_until:
+            await self._drain_backlog()
+        direct: dict[int, list[Event]] = {}
+        for p, group in groups.items():
+            if p in self._backlog or time.monotonic() < self._publish_paused_until:
+                self._hold(p, group)
+            else:
+                direct[p] = group
+        failed = await self.streams.publish_groups(direct)
+        for p in failed:
+            self._hold(p, direct[p])
+        if failed:
+            if len(failed) == len(direct):
                 self._publish_paused_until = time.monotonic() + self.publish_backoff_s
-            self.metrics.publish_failures.inc(
-                exc.events if isinstance(exc, PublishIncomplete) else len(events)
-            )
+            self.metrics.publish_failures.inc(sum(len(direct[p]) for p in failed))
             log.warning(
-                "publish to redis failed; the reconciler will republish",
-                extra={"events": len(events), "error": str(exc)},
+                "publish to redis failed; kept in order until Redis answers",
+                extra={
+                    "partitions": sorted(failed),
+                    "error": str(next(iter(failed.values()))),
+                },
             )
+        self.metrics.publish_backlog.set(self._held)
+
+    def _hold(self, partition: int, events: list[Event]) -> None:
+        backlog = self._backlog.setdefault(partition, deque())
+        backlog.extend(events)
+        self._held += len(events)
+        while self._held > self.backlog_limit:
+            oldest = max(self._backlog, key=lambda p: len(self._backlog[p]))
+            self._backlog[oldest].popleft()
+            self._held -= 1
+            if not self._backlog[oldest]:
+                del self._backlog[oldest]
+
+    async def _drain_backlog(self) -> None:
+        """Publish held events, oldest first, partition by partition."""
+        while self._backlog:
+            chunks = {
+                p: list(itertools.islice(q, PUBLISH_CHUNK))
+                for p, q in self._backlog.items()
+            }
+            failed = await self.streams.publish_groups(chunks)
+            for p, chunk in chunks.items():
+                if p in failed:
+                    continue
+                queue = self._backlog[p]
+                for _ in chunk:
+                    queue.popleft()
+                self._held -= len(chunk)
+                if not queue:
+                    del self._backlog[p]
+            if failed:
+                if len(failed) == len(chunks):
+                    self._publish_paused_until = (
+                        time.monotonic() + self.publish_backoff_s
+                    )
+                break
+        self.metrics.publish_backlog.set(self._held)
 
 
 def _sqlstate_reason(exc: DBAPIError) -> str:

@@ -391,35 +391,53 @@ class Streams:
     async def ensure_group(self) -> None:
         await asyncio.gather(*(p.ensure_group() for p in self.partitions))
 
-    async def publish(self, events: Sequence[Event]) -> None:
-        """Append events to their partitions, in the order given."""
-        if len(self.partitions) == 1:
-            await self.partitions[0].publish(events)
-            return
+    def by_partition(self, events: Sequence[Event]) -> dict[int, list[Event]]:
+        """Events by partition, each list in the order given."""
         groups: dict[int, list[Event]] = {}
         for event in events:
-            p = partition_of(partition_key(event), len(self))
-            groups.setdefault(p, []).append(event)
+            groups.setdefault(partition_of(partition_key(event), len(self)), []).append(
+                event
+            )
+        return groups
+
+    async def publish_groups(
+        self, groups: dict[int, list[Event]]
+    ) -> dict[int, BaseException]:
+        """Append each partition's events, in order; the partitions that failed."""
+        if not groups:
+            return {}
         if self._pipelined and all(len(g) <= PUBLISH_CHUNK for g in groups.values()):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for p, group in groups.items():
-                    await self.partitions[p].publish_into(pipe, group)
-                await pipe.execute()
-            return
-        # A cluster: each partition on its own master; one master failing over
-        # must not hold back the others.
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for p, group in groups.items():
+                        await self.partitions[p].publish_into(pipe, group)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                return dict.fromkeys(groups, exc)
+            return {}
         results = await asyncio.gather(
             *(self.partitions[p].publish(g) for p, g in groups.items()),
             return_exceptions=True,
         )
-        failed = [
-            (g, r)
-            for g, r in zip(groups.values(), results, strict=True)
+        return {
+            p: r
+            for p, r in zip(groups, results, strict=True)
             if isinstance(r, BaseException)
-        ]
+        }
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Append events to their partitions, in the order given. Raises
+        ``PublishIncomplete`` when some partitions could not be written."""
+        if len(self.partitions) == 1:
+            await self.partitions[0].publish(events)
+            return
+        groups = self.by_partition(events)
+        failed = await self.publish_groups(groups)
         if failed:
             raise PublishIncomplete(
-                sum(len(g) for g, _ in failed), len(failed) == len(groups), failed[0][1]
+                sum(len(groups[p]) for p in failed),
+                len(failed) == len(groups),
+                next(iter(failed.values())),
             )
 
     async def states(self) -> list[StreamState]:

@@ -123,7 +123,18 @@ class Worker:
         runs one consuming task per owned partition (``_consume``)."""
         s = self.settings
         self._until_empty = until_empty
-        await self._with_retry("ensure_group", self.streams.ensure_group)
+        while True:
+            try:
+                await self._with_retry("ensure_group", self.streams.ensure_group)
+                break
+            except Exception as exc:
+                # Redis not there yet (or failing over): wait for it, as a
+                # running worker does, rather than exit.
+                if until_empty or not is_transient(exc) or self._stopping.is_set():
+                    raise
+                self._failed(exc)
+                await self._pause(1.0)
+                self._degraded = False
         log.info(
             "worker started",
             extra={
