@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -98,7 +99,13 @@ async def test_cluster_master_and_worker_killed_under_load(
         killed = cluster.kill_master(index=1)
         accepted = await sending
         sent_s = time.monotonic() - started
-        await wait_settled(engine, log.accepted, limit_s=120)
+        try:
+            await wait_settled(engine, log.accepted, limit_s=120)
+        except AssertionError as exc:
+            async with httpx.AsyncClient() as client:
+                summary = (await client.get(stack.url + "/metrics/summary")).json()
+            stuck = [p for p in summary["partitions"] if p["length"] or p["pending"]]
+            raise AssertionError(f"{exc}; partitions not drained: {stuck}") from exc
         total_s = time.monotonic() - started
         await assert_exactly_once(engine, log)
         assert len(log.accepted) == 20_000

@@ -47,6 +47,17 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
+def _in_redis_connection(exc: BaseException) -> bool:
+    """Raised while redis-py's connection code was writing or reading."""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if name.endswith("/redis/asyncio/connection.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that may go away by themselves."""
     if isinstance(exc, TransientError | OSError | TimeoutError):
@@ -61,6 +72,11 @@ def is_transient(exc: BaseException) -> bool:
         | SlotNotCoveredError
         | TryAgainError,
     ):
+        return True
+    if isinstance(exc, AttributeError | RuntimeError) and _in_redis_connection(exc):
+        # redis-py's cluster client can tear a connection down while another task
+        # writes to it when it reloads the slot map (a failover): the write then
+        # fails inside the connection (no writer, closed transport). Try again.
         return True
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated or isinstance(exc, InterfaceError):
