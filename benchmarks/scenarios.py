@@ -5,6 +5,7 @@ medians. The metrics shown in the table, with their targets, are in ``METRICS``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import statistics
 import sys
 import time
@@ -31,7 +32,7 @@ from harness import (
 )
 
 from eventflow.local.servers import free_port
-from eventflow.models import Event, body_hash
+from eventflow.models import Event, canonical_body
 from eventflow.pipeline.streams import Streams
 from eventflow.tools.events import EventGenerator
 
@@ -380,7 +381,9 @@ def drain_events(count: int) -> Iterator[list[Event]]:
                     properties=props,
                     received_at=now,
                     correlation_id=uuid.uuid4().hex,
-                    body_hash=body_hash(kind, user, ts, props),
+                    body_hash=hashlib.sha256(
+                        canonical_body(kind, user, ts, props)
+                    ).hexdigest()[:32],
                 )
             )
         yield chunk
