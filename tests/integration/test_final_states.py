@@ -137,6 +137,8 @@ async def test_a_worker_whose_loop_dies_exits_non_zero(settings: Settings) -> No
         **os.environ,
         "DATABASE_URL": str(settings.database_dsn),
         "REDIS_URL": "redis://127.0.0.1:9/0",  # nothing listens there
+        # It waits two lease periods for Redis at start, then gives up.
+        "EVENTFLOW_LEASE_TTL_MS": "1000",
         "EVENTFLOW_RETRY_ATTEMPTS": "2",
         "EVENTFLOW_RETRY_MAX_S": "0.1",
         "EVENTFLOW_WORKER_METRICS_PORT": "0",

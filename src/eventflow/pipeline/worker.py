@@ -123,14 +123,21 @@ class Worker:
         runs one consuming task per owned partition (``_consume``)."""
         s = self.settings
         self._until_empty = until_empty
+        # Redis not there yet (a cluster failing over): wait for it up to two
+        # lease periods, as a running worker would; after that, exit non-zero so
+        # that a supervisor sees it.
+        patience = time.monotonic() + 2 * s.lease_ttl_ms / 1000
         while True:
             try:
                 await self._with_retry("ensure_group", self.streams.ensure_group)
                 break
             except Exception as exc:
-                # Redis not there yet (or failing over): wait for it, as a
-                # running worker does, rather than exit.
-                if until_empty or not is_transient(exc) or self._stopping.is_set():
+                if (
+                    until_empty
+                    or not is_transient(exc)
+                    or self._stopping.is_set()
+                    or time.monotonic() > patience
+                ):
                     raise
                 self._failed(exc)
                 await self._pause(1.0)
