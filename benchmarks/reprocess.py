@@ -78,7 +78,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     run = (
                         await client.post(
                             "/reprocess",
-                            json={"from": start.isoformat(), "to": end.isoformat()},
+                            json={
+                                "from": start.isoformat(),
+                                "to": end.isoformat(),
+                                "rate_limit": args.run_rate,
+                            },
                         )
                     ).json()
                     started = time.monotonic()
@@ -116,8 +120,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ratio": round(p99(during) / p99(baseline), 2),
         "goal": "p99 ratio <= 2",
         "machine": machine_info(),
+        "run_rate_limit": args.run_rate,
         "command": f"python benchmarks/reprocess.py --events {args.events} "
-        f"--rate {args.rate} --seconds {args.seconds}",
+        f"--rate {args.rate} --seconds {args.seconds}"
+        + (f" --run-rate {args.run_rate:g}" if args.run_rate else ""),
         "date": datetime.now(UTC).date().isoformat(),
     }
 
@@ -127,6 +133,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument(
+        "--run-rate", type=float, default=None, help="the run's rate_limit (events/s)"
+    )
     parser.add_argument("--record", type=Path, default=None)
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))

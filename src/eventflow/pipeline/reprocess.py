@@ -39,7 +39,7 @@ from eventflow.schemas.registry import SchemaRegistry
 
 log = logging.getLogger(__name__)
 
-BATCH = 200
+BATCH = 100
 # After each batch the run yields for this share of the batch's own time, so that
 # live batches of the same worker are not queued behind a run.
 YIELD_SHARE = 0.5
