@@ -3,6 +3,7 @@ and a master crash that its replica takes over without losing acknowledged data.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
@@ -149,6 +150,12 @@ async def test_replica_takes_over_a_killed_master(
 
         cluster.restart_node(master)
         assert master.alive and cluster.role(master) == "slave"
+        # Every node learns of the new replica by gossip: give it a moment.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if cluster.replicas_of(replica) == [master]:
+                break
+            await asyncio.sleep(0.1)
         assert cluster.replicas_of(replica) == [master]
         assert await client.xlen(stream) == 103
         print(f"failover: first write {failover_s:.1f} s after the kill")

@@ -162,7 +162,9 @@ class Worker:
                         # recovering would raise delivery counts until valid
                         # entries looked like poison. Probe; resume when it answers.
                         await self._probe_database()
-                        await self.redis.ping()
+                        # A keyed command: on a cluster it goes to the live master
+                        # of its slot (a plain PING may pick a dead node).
+                        await self.redis.exists(self.ownership.members_key)
                         self._degraded = False
                         log.info("database reachable again; resuming")
                     if not self.registry.loaded:
