@@ -84,6 +84,7 @@ class Worker:
         )
         self._consumers: dict[int, asyncio.Task[None]] = {}
         self._handover: dict[int, asyncio.Event] = {}
+        self._progress: dict[int, float] = {}
         self._until_empty = False
         self._exiting = False
         self._reprocessing: asyncio.Task[None] | None = None
@@ -214,6 +215,7 @@ class Worker:
         return assignment.waiting
 
     def _start(self, partition: int, fence: Fence) -> None:
+        self._progress[partition] = time.monotonic()
         handover = asyncio.Event()
         self._handover[partition] = handover
         self._consumers[partition] = asyncio.create_task(
@@ -223,8 +225,20 @@ class Worker:
     async def _reap(self) -> None:
         """Restart the consuming task of a partition we still own if it ended;
         give up a partition whose lease or token turned out to be stale."""
+        stall = max(10.0, 3 * self.settings.lease_ttl_ms / 1000)
         for p, task in list(self._consumers.items()):
             if not task.done():
+                # A consuming task goes round at least once per blocking read;
+                # one that has not for this long is stuck in a call that will not
+                # return (seen with a connection to a dead cluster node): cancel
+                # it, and it restarts, finishing its pending entries first.
+                if time.monotonic() - self._progress.get(p, time.monotonic()) > stall:
+                    log.warning(
+                        "partition consumer stalled; restarting it",
+                        extra={"consumer": self.consumer, "partition": p},
+                    )
+                    task.cancel()
+                    self._progress[p] = time.monotonic()
                 continue
             del self._consumers[p]
             if not task.cancelled() and task.exception() is not None:
@@ -289,6 +303,7 @@ class Worker:
         last_id = "0-0"
         try:
             while not (self._stopping.is_set() or handover.is_set()):
+                self._progress[partition] = time.monotonic()
                 if self._degraded:
                     await self._pause(0.1)
                     continue
@@ -328,6 +343,7 @@ class Worker:
     async def _recover(self, stream: Stream, fence: Fence) -> None:
         """Finish every entry pending in the partition, oldest first."""
         while not self._stopping.is_set():
+            self._progress[stream.partition] = time.monotonic()
             claimed = await stream.reclaim(
                 self.consumer, 0, self.settings.worker_batch_size
             )
