@@ -136,8 +136,12 @@ async def send_events(
     concurrency: int = 8,
     pause: float = 0.0,
     batch: int = 1,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Send ``count`` events; 202/200 answers are accepted, anything else failed."""
+    """Send ``count`` events; 202/200 answers are accepted, anything else failed.
+
+    Setting ``stop`` ends the sending after the requests in flight.
+    """
     queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
     for start in range(0, count, batch):
         queue.put_nowait(
@@ -145,7 +149,7 @@ async def send_events(
         )
 
     async def sender(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
+        while not queue.empty() and not (stop is not None and stop.is_set()):
             items = queue.get_nowait()
             ids = [i["event_id"] for i in items]
             try:

@@ -60,6 +60,11 @@ async def length_of(redis: Redis, settings: Settings) -> int:
     return (await Streams.from_settings(redis, settings).state()).length
 
 
+async def count_processed(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM processed_events")))
+
+
 async def consumers_of(redis: Redis, settings: Settings) -> list[str]:
     names = []
     for stream in streams_of(redis, settings):
@@ -226,21 +231,30 @@ async def test_sigterm_drains_every_worker(
     await stack.start_api()
     workers = [stack.start_worker(), stack.start_worker()]
     log = SendLog()
-    await send_events(stack.url, 2000, log, concurrency=4, batch=100)
-    # Both workers are up (members of the group), and the backlog is there.
+    # Events keep coming while both workers join, work, and are signalled, so
+    # each has entries in hand at SIGTERM however fast the machine drains.
+    stop = asyncio.Event()
+    sending = asyncio.create_task(
+        send_events(stack.url, 100_000, log, 2, pause=0.02, batch=50, stop=stop)
+    )
     members = f"{settings.stream_name}:workers"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if await redis.zcard(members) == 2:
+        if await redis.zcard(members) == 2 and await count_processed(engine) > 0:
             break
         await asyncio.sleep(0.05)
     assert await redis.zcard(members) == 2
-    assert await length_of(redis, settings) > 0, "the backlog is gone already"
+    assert not sending.done(), "the producer finished before the workers started"
     for w in workers:
         w.send_signal(signal.SIGTERM)
-    codes = [w.wait(15) for w in workers]
+    codes = [await asyncio.to_thread(w.wait, 15) for w in workers]
     stack.workers.clear()
     assert codes == [0, 0]
+    await asyncio.sleep(0.5)  # some events arrive after the workers left
+    stop.set()
+    await sending
+    undelivered = (await Streams.from_settings(redis, settings).state()).lag
+    assert undelivered > 0, "nothing was left for a restarted worker"
     assert await pending_of(redis, settings) == 0  # nothing left to redeliver
     assert await consumers_of(redis, settings) == []
     assert await redis.zcard(members) == 0  # both left the group
