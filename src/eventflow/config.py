@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     api_metrics_port: int = Field(default=0, ge=0, le=65535)
     api_metrics_host: str = "127.0.0.1"
     cors_origins: list[str] = Field(default_factory=list)
+    # The operator console (/console): signs its session and CSRF cookies; unset,
+    # each process makes its own (sessions then last until it restarts).
+    console_secret: SecretStr | None = None
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
 
     # Request limits.
     max_event_bytes: int = Field(default=64 * 1024, ge=256)

@@ -209,4 +209,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     app.include_router(reprocess.router)
     app.include_router(schemas.router)
     app.include_router(audit.router)
+    # The operator console's pages (imported here: it builds on the API's modules).
+    from eventflow.console import console_router
+
+    app.include_router(console_router())
     return app

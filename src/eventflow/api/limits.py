@@ -5,7 +5,8 @@ limit of its route (``Content-Length`` above the limit is refused before a byte
 is read), so an oversized request is never buffered whole. A body that arrives
 too slowly is cut with ``408``. A request body must be JSON (``415``
 otherwise): a page in a browser cannot post a form or ``text/plain`` to
-EventFlow without a CORS preflight.
+EventFlow without a CORS preflight. The one exception is the operator console
+(``/console/...``), whose own forms are URL-encoded and carry a CSRF token.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON_TYPES = (b"application/json",)
+FORM_TYPE = b"application/x-www-form-urlencoded"
+FORM_PATHS = "/console/"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class LimitsMiddleware:
         has_body = (length not in (None, b"0")) or b"transfer-encoding" in headers
         if has_body:
             kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if kind not in JSON_TYPES:
+            form = kind == FORM_TYPE and scope["path"].startswith(FORM_PATHS)
+            if kind not in JSON_TYPES and not form:
                 await _refuse(
                     send, 415, "the body must be JSON (content-type: application/json)"
                 )

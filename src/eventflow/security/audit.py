@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.security.auth import Principal
@@ -89,3 +89,20 @@ async def list_entries(
     return AuditPage(
         items=items, next_before_id=items[-1].id if len(items) == limit else None
     )
+
+
+async def entries_about_event(
+    engine: AsyncEngine, event_id: str, limit: int = 50
+) -> list[AuditEntry]:
+    """Actions that named this event in ``details.event_ids`` (the console's
+    replays and purges), oldest first."""
+    query = (
+        select(audit_log)
+        .where(audit_log.c.details["event_ids"].op("?")(literal(event_id)))
+        .order_by(audit_log.c.id)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return [
+            AuditEntry.model_validate(r._asdict()) for r in await conn.execute(query)
+        ]

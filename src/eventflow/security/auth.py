@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request, status
 
 from eventflow.errors import DependencyUnavailable
-from eventflow.security.keys import KeyCache, Scope
+from eventflow.security.keys import ApiKey, KeyCache, Scope
 from eventflow.security.ratelimit import RateLimiter, RedisUnavailable
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="eventflow", Basic realm="eventflow"'}
@@ -59,6 +59,23 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
+async def active_key(keys: KeyCache, key: str) -> ApiKey | None:
+    """The active key ``key`` is, or ``None`` (a 503 when keys cannot be loaded
+    at all)."""
+    if not keys.loaded:
+        try:
+            await keys.refresh(force=True)
+        except Exception as exc:
+            raise DependencyUnavailable("postgres", "API keys not loaded") from exc
+    found = keys.find(key)
+    if found is None and not keys.knows_prefix(key):
+        try:
+            found = await keys.lookup(key)
+        except Exception:  # keep answering from the cache
+            found = None
+    return found
+
+
 def _unauthorized() -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED, "a valid API key is required", CHALLENGE
@@ -81,17 +98,7 @@ async def authorize(
         if needed is Scope.ingest and anonymous_ingest:
             return ANONYMOUS
         raise _unauthorized()
-    if not keys.loaded:
-        try:
-            await keys.refresh(force=True)
-        except Exception as exc:
-            raise DependencyUnavailable("postgres", "API keys not loaded") from exc
-    found = keys.find(key)
-    if found is None and not keys.knows_prefix(key):
-        try:
-            found = await keys.lookup(key)
-        except Exception:  # keep answering from the cache
-            found = None
+    found = await active_key(keys, key)
     if found is None:
         raise _unauthorized()
     if not found.scope.allows(needed):
@@ -100,7 +107,11 @@ async def authorize(
             f"this key's scope ({found.scope}) does not allow this request "
             f"(needs {needed})",
         )
-    return Principal(found.name, found.id, found.scope, found.rate_limit)
+    return principal_of(found)
+
+
+def principal_of(key: ApiKey) -> Principal:
+    return Principal(key.name, key.id, key.scope, key.rate_limit)
 
 
 def limit_rate(

@@ -207,6 +207,13 @@ class KeyCache:
             return None
         return found
 
+    def active_by_id(self, key_id: int) -> ApiKey | None:
+        """The active key with this id (a console session holds only the id)."""
+        for found in self._by_prefix.values():
+            if found.id == key_id:
+                return None if found.revoked_at is not None else found
+        return None
+
     def knows_prefix(self, key: str) -> bool:
         prefix = prefix_of(key)
         return prefix is not None and prefix in self._by_prefix

@@ -17,9 +17,10 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.errors import UndecodableMessage
-from eventflow.models import Event, decode_message
+from eventflow.errors import InvalidEvent, UndecodableMessage
+from eventflow.models import Event, decode_message, event_document
 from eventflow.pipeline.streams import Streams
+from eventflow.schemas.registry import SchemaRegistry
 from eventflow.store.tables import failed_events, raw_events
 
 # A filter's text cannot hold NUL (PostgreSQL text cannot), nor be unbounded.
@@ -163,6 +164,47 @@ def _event_of(payload: str, properties: dict[str, Any] | None) -> Event:
     if properties is None:
         return dataclasses.replace(event, schema_version=None)
     return dataclasses.replace(event, properties=properties, schema_version=None)
+
+
+def correction_errors(
+    registry: SchemaRegistry, payload: str, properties: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """What is still wrong with a dead letter's event once its properties are
+    replaced by ``properties``, checked against the latest version of its type's
+    schema (what a replay is validated against): empty when it would pass."""
+    event = _event_of(payload, properties)
+    document = event_document(
+        event.event_type, event.user_id, event.timestamp, event.properties
+    )
+    try:
+        registry.validate(event.event_type, None, document, loc_prefix=())
+    except InvalidEvent as exc:
+        return exc.errors
+    return []
+
+
+async def matching(
+    engine: AsyncEngine,
+    f: DeadLetterFilter | None = None,
+    ids: list[int] | None = None,
+    after_id: int | None = None,
+    limit: int = 500,
+) -> list[tuple[int, UUID]]:
+    """The ids and event ids of the next ``limit`` dead letters matching ``f`` (or
+    among ``ids``) after ``after_id``, in id order: a bulk action's next chunk."""
+    conds = _where(f or DeadLetterFilter())
+    if ids is not None:
+        conds = [failed_events.c.id.in_(ids)]
+    if after_id is not None:
+        conds.append(failed_events.c.id > after_id)
+    query = (
+        select(failed_events.c.id, failed_events.c.event_id)
+        .where(and_(True, *conds))
+        .order_by(failed_events.c.id)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return [(r.id, r.event_id) for r in await conn.execute(query)]
 
 
 async def replay(

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
-from sqlalchemy import text
+from pydantic import AfterValidator, BaseModel, Field
+from sqlalchemy import Table, and_, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventflow.jsoncodec import dumps
 from eventflow.models import Event
+from eventflow.store.tables import failed_events, processed_events, raw_events
 
 if TYPE_CHECKING:
     from eventflow.pipeline.ownership import Fence
+
+# A search's text cannot hold NUL (PostgreSQL text cannot), nor be unbounded.
+SearchText = Annotated[str, Field(max_length=255, pattern=r"^[^\x00]*$")]
+
+
+def _utc(value: datetime) -> datetime:
+    """A naive time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+AwareTime = Annotated[datetime, AfterValidator(_utc)]
 
 # Events whose id is being stored by another transaction wait here for it to end
 # (the tables are partitioned by acceptance time, so no unique key spans a resend
@@ -303,4 +316,145 @@ async def mark_quarantined(conn: AsyncConnection, ids: Sequence[UUID]) -> None:
             "WHERE event_id = ANY(CAST(:ids AS uuid[])) AND status = 'accepted'"
         ),
         {"ids": list(ids)},
+    )
+
+
+# --- Finding events (the operator console) -----------------------------------------
+
+
+class EventSearch(BaseModel):
+    """Which stored events to list; every field narrows it. Results are newest
+    first, paged by the ``(received_at, event_id)`` of the last row."""
+
+    event_id: UUID | None = None
+    correlation_id: SearchText | None = None
+    event_type: SearchText | None = None
+    user_id: SearchText | None = None
+    status: Literal["accepted", "processed", "failed", "quarantined"] | None = None
+    since: AwareTime | None = Field(default=None, description="received_at >= since")
+    until: AwareTime | None = Field(default=None, description="received_at < until")
+
+
+class EventRow(BaseModel):
+    event_id: UUID
+    event_type: str
+    user_id: str | None
+    status: str
+    correlation_id: str | None
+    received_at: datetime
+    source: str | None
+
+
+class EventPage(BaseModel):
+    items: list[EventRow]
+    next: tuple[datetime, UUID] | None = Field(
+        description="The keyset of the next page; null on the last page"
+    )
+
+
+def _search_query(f: EventSearch, after: tuple[datetime, UUID] | None) -> Any:
+    r = raw_events.c
+    conds: list[Any] = []
+    if f.event_id is not None:
+        conds.append(r.event_id == f.event_id)
+    if f.correlation_id:
+        conds.append(r.correlation_id == f.correlation_id)
+    if f.event_type:
+        conds.append(r.event_type == f.event_type)
+    if f.user_id:
+        conds.append(r.user_id == f.user_id)
+    if f.status:
+        conds.append(r.status == f.status)
+    if f.since:
+        conds.append(r.received_at >= f.since)
+    if f.until:
+        conds.append(r.received_at < f.until)
+    if after is not None:
+        conds.append(
+            tuple_(r.received_at, r.event_id)
+            < tuple_(
+                literal(after[0], r.received_at.type),
+                literal(after[1], r.event_id.type),
+            )
+        )
+    return (
+        select(
+            r.event_id,
+            r.event_type,
+            r.user_id,
+            r.status,
+            r.correlation_id,
+            r.received_at,
+            r.source,
+        )
+        .where(and_(True, *conds))
+        .order_by(r.received_at.desc(), r.event_id.desc())
+    )
+
+
+async def search_events(
+    engine: AsyncEngine,
+    f: EventSearch,
+    limit: int = 50,
+    after: tuple[datetime, UUID] | None = None,
+) -> EventPage:
+    """One page of matching events, read in index order (migration 0008)."""
+    async with engine.connect() as conn:
+        rows = (
+            (await conn.execute(_search_query(f, after).limit(limit + 1)))
+            .mappings()
+            .all()
+        )
+    items = [EventRow.model_validate(dict(row)) for row in rows[:limit]]
+    more = len(rows) > limit
+    last = items[-1] if items else None
+    return EventPage(
+        items=items,
+        next=(last.received_at, last.event_id) if more and last else None,
+    )
+
+
+class EventDetail(BaseModel):
+    """Everything stored about one event: its body as accepted, where it went."""
+
+    raw: dict[str, Any]
+    processed: dict[str, Any] | None
+    dead_letter: dict[str, Any] | None
+
+
+async def _copy_of(
+    conn: AsyncConnection, table: Table, event_id: UUID, received_at: datetime
+) -> Any:
+    """The row of ``table`` for the event accepted at ``received_at``."""
+    query = select(table).where(
+        table.c.event_id == event_id, table.c.received_at == received_at
+    )
+    return (await conn.execute(query)).mappings().first()
+
+
+async def event_detail(engine: AsyncEngine, event_id: UUID) -> EventDetail | None:
+    """The newest stored copy of ``event_id`` with its processed row or dead
+    letter (each read in the partition of its acceptance time)."""
+    async with engine.connect() as conn:
+        raw = (
+            (
+                await conn.execute(
+                    select(raw_events)
+                    .where(raw_events.c.event_id == event_id)
+                    .order_by(raw_events.c.received_at.desc())
+                    .limit(1)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if raw is None:
+            return None
+        at = raw["received_at"]
+        processed = await _copy_of(conn, processed_events, event_id, at)
+        failed = await _copy_of(conn, failed_events, event_id, at)
+    return EventDetail(
+        raw=dict(raw),
+        processed=None if processed is None else dict(processed),
+        dead_letter=None if failed is None else dict(failed),
     )
