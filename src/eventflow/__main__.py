@@ -1,3 +1,4 @@
 from eventflow.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a child process re-imports it (spawn)
+    raise SystemExit(main())

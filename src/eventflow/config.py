@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     retention_days_failed: int | None = Field(default=None, ge=0)
     duplicate_window_days: float = Field(default=7.0, gt=0)
     maintenance_interval_s: float = Field(default=600.0, gt=0)
+    # Reprocessing runs execute in a child process of the worker, at this niceness.
+    reprocess_nice: int = Field(default=10, ge=0, le=19)
 
     # Reconciler: republishes accepted events that Redis no longer holds.
     reconcile_interval_s: float = Field(default=5.0, gt=0)

@@ -13,12 +13,25 @@ each batch is a short transaction of its own, so live traffic is not held up.
 
 An event that the current schema now refuses keeps its stored row: it is counted
 in ``failed`` and the first error is kept in ``last_error``.
+
+The worker does not execute runs in its own event loop: while a run is pending it
+keeps a child process (``ReprocessProcess``) that does, at a lower CPU priority
+(``EVENTFLOW_REPROCESS_NICE``), so that live batches neither wait behind a
+reprocessing batch in the loop nor for the CPU. The child exits when no run is
+left and when the worker stops or loses partition 0; it is killed with the
+worker (its batch rolls back, as the worker's own would).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -30,6 +43,7 @@ from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventflow.config import Settings
 from eventflow.errors import InvalidEvent
 from eventflow.jsoncodec import dumps
 from eventflow.models import Event
@@ -283,6 +297,10 @@ class Reprocessor:
         """One batch of ``run_id``; False once the run is finished."""
         started = time.monotonic()
         async with self.engine.begin() as conn:
+            # Live commits do not wait behind this batch's WAL flush. If the
+            # server crashes, the batch and the cursor are lost together (WAL
+            # order), and the run does that batch again.
+            await conn.execute(text("SET LOCAL synchronous_commit = off"))
             run = (
                 await conn.execute(
                     text(
@@ -390,14 +408,112 @@ class Reprocessor:
                 error = error or f"{row.event_id}: {type(exc).__name__}: {exc}"[:2000]
         return results, failed, error
 
-    async def serve(self, keep_going: Callable[[], bool], idle_s: float = 1.0) -> None:
-        """Execute runs, oldest first, while ``keep_going()``; between batches
-        and while there is nothing to do, look again every ``idle_s``."""
+    async def serve(
+        self,
+        keep_going: Callable[[], bool],
+        idle_s: float = 1.0,
+        until_idle: bool = False,
+    ) -> None:
+        """Execute runs, oldest first, while ``keep_going()``; while there is
+        nothing to do, look again every ``idle_s``, or return if ``until_idle``."""
         while keep_going():
             run_id = await self.next_run()
             if run_id is None:
+                if until_idle:
+                    return
                 await asyncio.sleep(idle_s)
                 continue
             log.info("reprocessing run started", extra={"run": run_id})
+            steps = 0
             while keep_going() and await self.step(run_id):
-                pass
+                steps += 1
+            if steps == 0:  # another process holds the run (or it just ended)
+                await asyncio.sleep(idle_s)
+
+
+class ReprocessProcess:
+    """A child process that executes the pending runs (see the module's
+    docstring), started and stopped by the worker that owns partition 0."""
+
+    def __init__(self, settings: Settings, worker: str) -> None:
+        self.settings = settings
+        self.worker = worker
+        self._process: multiprocessing.process.BaseProcess | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        # A fresh interpreter: the worker's event loop, threads and sockets are
+        # not inherited.
+        context = multiprocessing.get_context("spawn")
+        self._process = context.Process(
+            target=_child,
+            args=(self.settings, self.worker, os.getpid()),
+            name="eventflow-reprocess",
+            daemon=True,
+        )
+        self._process.start()
+        log.info("reprocessing process started", extra={"pid": self._process.pid})
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let the child finish its batch and exit (SIGTERM), then kill it."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.is_alive():
+            process.terminate()
+            await asyncio.to_thread(process.join, timeout_s)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join, 5)
+        process.close()
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel stop this process when its parent dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before that
+        sys.exit(0)
+
+
+def _child(settings: Settings, worker: str, parent: int) -> None:
+    from eventflow.logs import configure
+    from eventflow.processors import load_processors
+    from eventflow.store.tables import engine_for
+
+    _die_with(parent)
+    with contextlib.suppress(OSError):
+        os.nice(settings.reprocess_nice)
+    configure(settings.log_level, settings.log_format, "eventflow-reprocess")
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGINT, stopping.set)
+        dsn = settings.database_dsn
+        if dsn is None:
+            raise RuntimeError("the reprocessing process needs DATABASE_URL")
+        engine = engine_for(settings, dsn, 2)
+        try:
+            registry = SchemaRegistry(
+                engine, settings.schema_refresh_s, settings.unknown_event_types
+            )
+            await registry.ensure_loaded()
+            reprocessor = Reprocessor(engine, registry, load_processors(), worker)
+            await reprocessor.serve(
+                lambda: not stopping.is_set() and os.getppid() == parent,
+                until_idle=True,
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(serve())

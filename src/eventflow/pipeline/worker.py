@@ -32,7 +32,7 @@ from eventflow.models import Event, decode_message
 from eventflow.pipeline.ownership import Fence, Ownership
 from eventflow.pipeline.processing import enrich
 from eventflow.pipeline.reconciler import reconcile_once
-from eventflow.pipeline.reprocess import Reprocessor
+from eventflow.pipeline.reprocess import Reprocessor, ReprocessProcess
 from eventflow.pipeline.retry import is_transient, retrying
 from eventflow.pipeline.streams import Entry, Stream, Streams, entry_ms
 from eventflow.processors import Processor, load_processors
@@ -87,7 +87,7 @@ class Worker:
         self._progress: dict[int, float] = {}
         self._until_empty = False
         self._exiting = False
-        self._reprocessing: asyncio.Task[None] | None = None
+        self._next_run_check = 0.0
         self.registry = SchemaRegistry(
             self.engine,
             self.settings.schema_refresh_s,
@@ -96,6 +96,7 @@ class Worker:
         self.reprocessor = Reprocessor(
             self.engine, self.registry, self.processors, self.consumer
         )
+        self.reprocess_process = ReprocessProcess(self.settings, self.consumer)
         self._stopping = asyncio.Event()
         self._degraded = False
         self._last_reconcile = time.monotonic()
@@ -275,9 +276,7 @@ class Worker:
     async def _finish_partitions(self) -> None:
         """Stopping: let every partition finish (commit and acknowledge) its
         in-flight batches, and a reprocessing run its batch."""
-        if self._reprocessing is not None:
-            with contextlib.suppress(Exception):
-                await self._reprocessing
+        await self.reprocess_process.stop(self.settings.shutdown_timeout_s)
         for handover in self._handover.values():
             handover.set()
         results = await asyncio.gather(
@@ -411,25 +410,21 @@ class Worker:
         ):
             self._last_lifecycle = now
             await self._lifecycle()
-        if 0 in self.ownership.owned and (
-            self._reprocessing is None or self._reprocessing.done()
-        ):
-            done = self._reprocessing
-            if done is not None and not done.cancelled() and done.exception():
-                log.error("reprocessing failed; it resumes", exc_info=done.exception())
-            self._reprocessing = asyncio.create_task(
-                self.reprocessor.serve(
-                    lambda: (
-                        0 in self.ownership.owned
-                        and not (self._stopping.is_set() or self._exiting)
-                    ),
-                    idle_s=0.2 if self._until_empty else 1.0,
-                )
-            )
+        await self._reprocessing(now)
         await self.registry.refresh()
         if now - self._last_housekeeping >= s.housekeeping_interval_s:
             self._last_housekeeping = now
             await self._refresh_gauges()
+
+    async def _reprocessing(self, now: float) -> None:
+        """The owner of partition 0 keeps a reprocessing process while a run is
+        pending (see ``eventflow.pipeline.reprocess``)."""
+        if 0 not in self.ownership.owned or self._stopping.is_set() or self._exiting:
+            await self.reprocess_process.stop(self.settings.shutdown_timeout_s)
+        elif not self.reprocess_process.alive and now >= self._next_run_check:
+            self._next_run_check = now + (0.2 if self._until_empty else 1.0)
+            if await self.reprocessor.next_run() is not None:
+                self.reprocess_process.start()
 
     async def _lifecycle(self) -> None:
         """Time partitions: create ahead, drop past retention; table gauges."""
