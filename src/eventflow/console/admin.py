@@ -72,7 +72,10 @@ async def schema_page(
             f"version {new.version}",
             lineterm="",
         ):
-            kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
+            if line.startswith(("+++", "---")):
+                kind = "hunk"
+            else:
+                kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
             diff.append((kind, line))
         findings = incompatibilities(old.schema, new.schema)
     return render(

@@ -215,7 +215,7 @@ async def event_page(
                 (dead["replayed_at"], "replayed", f"{dead['replay_count']} time(s)")
             )
     for entry in actions:
-        timeline.append((entry.at, entry.action.replace("_", " "), f"by {entry.actor}"))
+        timeline.append((entry.at, entry.action, f"by {entry.actor}"))
     if done is not None:
         timeline.append(
             (done["processed_at"], "processed", f"by {done['processed_by']}")
