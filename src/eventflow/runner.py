@@ -196,6 +196,8 @@ def run_dev(
             f"  Docs         http://{shown}:{port}/docs\n"
             f"  Health       http://{shown}:{port}/health\n"
             f"  Metrics      http://{shown}:{port}/metrics/summary\n"
+            f"  Console      http://{shown}:{port}/console"
+            + ("\n" if auth_off else "  (log in with a read or admin key)\n")
             + (
                 f"  Auth         OFF: local mode, listening on {host} only\n"
                 if auth_off and host in LOOPBACK

@@ -104,12 +104,16 @@ def test_dev_mode_runs_processes_and_stops_cleanly(tmp_path: Path) -> None:
         while httpx.get(f"{url}/events/{event_id}").json()["status"] != "processed":
             assert time.monotonic() < deadline, "the event was not processed"
             time.sleep(0.1)
+        console = httpx.get(f"{url}/console")
+        assert console.status_code == 200 and "local mode" in console.text
         servers = _pids(log)
         assert len(servers) == 2, log.read_text()
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(60) == 0
         output = log.read_text()
         assert "EventFlow is running" in output and "EventFlow stopped." in output
+        # The operator console's address is printed, and it opens without a key.
+        assert f"Console      http://localhost:{port}/console" in output
         assert _wait_dead(servers) == []
     finally:
         if proc.poll() is None:
