@@ -373,13 +373,17 @@ CREATE INDEX ix_raw_events_type_time ON raw_events (event_type, received_at, eve
 
 CREATE INDEX ix_raw_events_user_time ON raw_events (user_id, received_at, event_id);
 
-CREATE INDEX ix_raw_events_status_time ON raw_events (status, received_at, event_id);
+CREATE INDEX ix_raw_events_unprocessed_time ON raw_events (received_at, event_id) WHERE status <> 'processed';
 
 CREATE INDEX ix_raw_events_correlation ON raw_events (correlation_id, received_at, event_id);
 
 CREATE INDEX ix_failed_events_type_id ON failed_events (event_type, id);
 
 CREATE INDEX ix_failed_events_error_type_id ON failed_events (error_type, id);
+
+DROP INDEX IF EXISTS ix_raw_events_received_at;
+
+DROP INDEX IF EXISTS ix_failed_events_type;
 
 UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
 

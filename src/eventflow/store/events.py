@@ -352,7 +352,7 @@ class EventPage(BaseModel):
     )
 
 
-def _search_query(f: EventSearch, after: tuple[datetime, UUID] | None) -> Any:
+def search_query(f: EventSearch, after: tuple[datetime, UUID] | None) -> Any:
     r = raw_events.c
     conds: list[Any] = []
     if f.event_id is not None:
@@ -365,6 +365,10 @@ def _search_query(f: EventSearch, after: tuple[datetime, UUID] | None) -> Any:
         conds.append(r.user_id == f.user_id)
     if f.status:
         conds.append(r.status == f.status)
+        if f.status != "processed":
+            # Literal, not a parameter: the planner matches it with the partial
+            # index of the statuses other than processed (migration 0008).
+            conds.append(text("raw_events.status <> 'processed'"))
     if f.since:
         conds.append(r.received_at >= f.since)
     if f.until:
@@ -401,7 +405,7 @@ async def search_events(
     """One page of matching events, read in index order (migration 0008)."""
     async with engine.connect() as conn:
         rows = (
-            (await conn.execute(_search_query(f, after).limit(limit + 1)))
+            (await conn.execute(search_query(f, after).limit(limit + 1)))
             .mappings()
             .all()
         )

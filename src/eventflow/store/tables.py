@@ -57,13 +57,17 @@ raw_events = Table(
         "published_at",
         postgresql_where=text("status = 'accepted'"),
     ),
-    Index("ix_raw_events_received_at", "received_at"),
-    # The console's keyset searches, newest first (migration 0008).
+    # Time order, and the console's keyset searches, newest first (migration 0008).
     Index("ix_raw_events_time_id", "received_at", "event_id"),
     Index("ix_raw_events_type_time", "event_type", "received_at", "event_id"),
     Index("ix_raw_events_user_time", "user_id", "received_at", "event_id"),
-    Index("ix_raw_events_status_time", "status", "received_at", "event_id"),
     Index("ix_raw_events_correlation", "correlation_id", "received_at", "event_id"),
+    Index(
+        "ix_raw_events_unprocessed_time",
+        "received_at",
+        "event_id",
+        postgresql_where=text("status <> 'processed'"),
+    ),
 )
 
 processed_events = Table(
@@ -123,7 +127,6 @@ failed_events = Table(
     ),
     UniqueConstraint("event_id", "received_at", name="uq_failed_events_event"),
     Index("ix_failed_events_failed_at", "failed_at"),
-    Index("ix_failed_events_type", "event_type"),
     Index("ix_failed_events_type_id", "event_type", "id"),
     Index("ix_failed_events_error_type_id", "error_type", "id"),
 )

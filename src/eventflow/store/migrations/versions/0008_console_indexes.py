@@ -6,9 +6,16 @@ Create Date: 2026-11-27 08:30:00
 
 The console lists events newest first, ``(received_at, event_id)`` descending,
 and pages with a keyset (the last row's pair), optionally narrowed to a type, a
-user, a status or a correlation id; dead letters are listed by id, optionally of
+user, a correlation id or a status; dead letters are listed by id, optionally of
 one type or one error type. Each search has an index whose order is the listing's
 order, so a page reads its rows from the index and stops (no sort of the table).
+
+Every index on ``raw_events`` costs each accepted event an index entry (and each
+settled one too: settling changes ``status``, so it is never a HOT update). So:
+``(received_at, event_id)`` replaces ``(received_at)``, which it serves as well;
+statuses other than ``processed`` (the few events still on their way, failed or
+quarantined) have a partial index, and ``processed`` is most rows, read in time
+order; ``(event_type, id)`` replaces ``failed_events (event_type)``.
 
 The event tables are partitioned (0006). On an existing database each index is
 first created on the parent only (``ON ONLY``, invalid until complete), then on
@@ -29,7 +36,7 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-# name -> (table, columns); a partition's index is named <partition>_<suffix>.
+# name -> (table, columns, suffix); a partition's index is <partition>_<suffix>.
 INDEXES: dict[str, tuple[str, str, str]] = {
     "ix_raw_events_time_id": ("raw_events", "received_at, event_id", "tid"),
     "ix_raw_events_type_time": (
@@ -38,10 +45,10 @@ INDEXES: dict[str, tuple[str, str, str]] = {
         "ttid",
     ),
     "ix_raw_events_user_time": ("raw_events", "user_id, received_at, event_id", "utid"),
-    "ix_raw_events_status_time": (
+    "ix_raw_events_unprocessed_time": (
         "raw_events",
-        "status, received_at, event_id",
-        "stid",
+        "received_at, event_id",
+        "uptid",
     ),
     "ix_raw_events_correlation": (
         "raw_events",
@@ -53,14 +60,28 @@ INDEXES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Partial indexes: their predicate.
+WHERE = {"ix_raw_events_unprocessed_time": " WHERE status <> 'processed'"}
+
+# Served as well by the new (received_at, event_id) and (event_type, id).
+REPLACED = {
+    "ix_raw_events_received_at": ("raw_events", "received_at"),
+    "ix_failed_events_type": ("failed_events", "event_type"),
+}
+
+
 def upgrade() -> None:
     if context.is_offline_mode():
         for name, (table, columns, _) in INDEXES.items():
-            op.execute(f"CREATE INDEX {name} ON {table} ({columns})")
+            op.execute(f"CREATE INDEX {name} ON {table} ({columns}){_where(name)}")
+        _drop_replaced()
         return
     bind = op.get_bind()
     for name, (table, columns, _) in INDEXES.items():
-        op.execute(f"CREATE INDEX IF NOT EXISTS {name} ON ONLY {table} ({columns})")
+        op.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON ONLY {table} ({columns})"
+            + _where(name)
+        )
     with context.get_context().autocommit_block():
         for name, (table, columns, suffix) in INDEXES.items():
             partitions = bind.scalars(
@@ -95,10 +116,20 @@ def upgrade() -> None:
                 bind.execute(
                     sa.text(
                         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} "
-                        f"ON {partition} ({columns})"
+                        f"ON {partition} ({columns}){_where(name)}"
                     )
                 )
                 bind.execute(sa.text(f"ALTER INDEX {name} ATTACH PARTITION {index}"))
+    _drop_replaced()
+
+
+def _where(name: str) -> str:
+    return WHERE.get(name, "")
+
+
+def _drop_replaced() -> None:
+    for name in REPLACED:
+        op.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 def _invalid(bind: sa.Connection, index: str) -> bool:
@@ -114,5 +145,7 @@ def _invalid(bind: sa.Connection, index: str) -> bool:
 
 
 def downgrade() -> None:
+    for name, (table, columns) in REPLACED.items():
+        op.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
     for name in INDEXES:
         op.execute(f"DROP INDEX IF EXISTS {name}")
