@@ -273,7 +273,9 @@ class GroupCommitter:
                     "error": f"{type(exc).__name__}: {exc}"[:500],
                 },
             )
-            if isinstance(exc, DBAPIError) and not is_transient(exc):
+            if isinstance(exc, DBAPIError | asyncpg.PostgresError) and not (
+                is_transient(exc)
+            ):
                 raise RefusedByDatabase(_sqlstate_reason(exc)) from exc
             raise DependencyUnavailable("postgres", short_reason(exc)) from exc
         raise AssertionError("unreachable")
@@ -378,7 +380,8 @@ class GroupCommitter:
         self.metrics.publish_backlog.set(self._held)
 
 
-def _sqlstate_reason(exc: DBAPIError) -> str:
+def _sqlstate_reason(exc: DBAPIError | asyncpg.PostgresError) -> str:
     """What the client may read: the SQLSTATE class, not the server's text."""
-    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return f"PostgreSQL refused the event (SQLSTATE {state or 'unknown'})"

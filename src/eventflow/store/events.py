@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
+import asyncpg
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Table, and_, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,27 +31,28 @@ def _utc(value: datetime) -> datetime:
 
 AwareTime = Annotated[datetime, AfterValidator(_utc)]
 
+# The group commit talks to asyncpg directly (a prepared statement each, no
+# SQLAlchemy statement compilation or greenlet switch per round trip): it runs for
+# every group of concurrent requests.
+
 # Events whose id is being stored by another transaction wait here for it to end
 # (the tables are partitioned by acceptance time, so no unique key spans a resend
 # and its first copy): the statement after this one then sees the first copy.
-_LOCK_IDS = text(
+_LOCK_IDS = (
     "SELECT count(pg_advisory_xact_lock(hashtextextended(CAST(i AS text), 815004))) "
-    "FROM unnest(CAST(:ids AS uuid[])) AS i"
+    "FROM unnest($1::uuid[]) AS i"
 )
 
 # Insert every event of a group commit that is not stored yet (within the
 # duplicate-detection window); report, for each id, whether this statement
 # inserted it or which body it already had. The outer SELECT sees the snapshot
 # taken before the INSERT, so it returns only rows that existed before.
-_INSERT_RAW = text(
-    """
+_INSERT_RAW = """
     WITH incoming AS (
         SELECT * FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:users AS text[]),
-            CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
-            CAST(:hashes AS text[]), CAST(:cids AS text[]),
-            CAST(:received AS timestamptz[]), CAST(:versions AS int[]),
-            CAST(:sources AS text[]), CAST(:pkeys AS text[])
+            $1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+            $6::text[], $7::text[], $8::timestamptz[], $9::int[], $10::text[],
+            $11::text[]
         ) AS t(event_id, event_type, user_id, ts, props, body_hash, cid, received_at,
                version, source, pkey)
     ),
@@ -63,18 +65,18 @@ _INSERT_RAW = text(
         FROM incoming
         WHERE NOT EXISTS (
             SELECT 1 FROM raw_events r
-            WHERE r.event_id = incoming.event_id AND r.received_at >= :since)
+            WHERE r.event_id = incoming.event_id AND r.received_at >= $12)
         ON CONFLICT (event_id, received_at) DO NOTHING
         RETURNING event_id
     )
-    SELECT event_id, NULL AS body_hash, NULL AS received_at, true AS inserted
+    SELECT event_id, NULL AS body_hash, NULL::timestamptz AS received_at,
+        true AS inserted
     FROM ins
     UNION ALL
     SELECT r.event_id, r.body_hash, r.received_at, false
     FROM raw_events r
-    WHERE r.event_id = ANY(CAST(:ids AS uuid[])) AND r.received_at >= :since
-    """
-)
+    WHERE r.event_id = ANY($1::uuid[]) AND r.received_at >= $12
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,30 +99,37 @@ async def insert_raw_events(
     An id stored less than ``window`` before (the duplicate-detection window) is
     reported as existing instead."""
     ids = [e.event_id for e in events]
-    params = {
-        "ids": ids,
-        "types": [e.event_type for e in events],
-        "users": [e.user_id for e in events],
-        "ts": [e.timestamp for e in events],
-        "props": [dumps(e.properties).decode() for e in events],
-        "hashes": [e.body_hash for e in events],
-        "cids": [e.correlation_id for e in events],
-        "received": [e.received_at for e in events],
-        "versions": [e.schema_version for e in events],
-        "sources": [e.source for e in events],
-        "pkeys": [e.partition_key for e in events],
-        "since": min(e.received_at for e in events) - window,
-    }
+    args = (
+        ids,
+        [e.event_type for e in events],
+        [e.user_id for e in events],
+        [e.timestamp for e in events],
+        [dumps(e.properties).decode() for e in events],
+        [e.body_hash for e in events],
+        [e.correlation_id for e in events],
+        [e.received_at for e in events],
+        [e.schema_version for e in events],
+        [e.source for e in events],
+        [e.partition_key for e in events],
+        min(e.received_at for e in events) - window,
+    )
     inserted: set[UUID] = set()
     existing: dict[UUID, Existing] = {}
-    async with engine.begin() as conn:
-        await conn.execute(_LOCK_IDS, {"ids": sorted(set(ids), key=lambda i: i.bytes)})
-        rows = (await conn.execute(_INSERT_RAW, params)).all()
-        for event_id, hash_, received_at, was_inserted in rows:
-            if was_inserted:
-                inserted.add(event_id)
-            else:
-                existing[event_id] = Existing(hash_, received_at)
+    async with engine.connect() as sa_conn:
+        raw = await sa_conn.get_raw_connection()
+        conn: asyncpg.Connection = raw.driver_connection
+        try:
+            async with conn.transaction():
+                await conn.execute(_LOCK_IDS, sorted(set(ids), key=lambda i: i.bytes))
+                rows = await conn.fetch(_INSERT_RAW, *args)
+        except (OSError, asyncpg.InterfaceError):
+            await sa_conn.invalidate()  # not back into the pool
+            raise
+    for event_id, hash_, received_at, was_inserted in rows:
+        if was_inserted:
+            inserted.add(event_id)
+        else:
+            existing[event_id] = Existing(hash_, received_at)
     return InsertOutcome(inserted, existing)
 
 
