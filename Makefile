@@ -49,7 +49,7 @@ sql: $(STAMP)
 
 bench: $(STAMP) system-deps
 	bash scripts/install-system-deps.sh --bench
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 ## Scaling: drain by workers x partitions, CPU per event (SCALING_ARGS="--repeat 1").
 .PHONY: bench-scaling

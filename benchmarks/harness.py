@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,15 @@ class Stack:
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
+
+    def server_pids(self) -> dict[str, list[int]]:
+        """The PostgreSQL postmaster (its backends are its children) and Valkey."""
+        assert self.pg is not None and self.pg.proc is not None
+        assert self.redis_server is not None and self.redis_server.proc is not None
+        return {
+            "postgresql": [self.pg.proc.pid],
+            "redis": [self.redis_server.proc.pid],
+        }
 
     def stop_servers(self) -> None:
         for server in (self.redis_server, self.pg):
@@ -513,6 +522,32 @@ _SINGLE_TEMPLATES = (
 )
 
 
+ANSWER_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError)
+
+
+def _request_head(host: str, port: int, key: str | None) -> bytes:
+    """An HTTP/1.1 ``POST /events`` head with ``%d`` for the body's length."""
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return (
+        f"POST /events HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
+        "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    ).encode()
+
+
+async def _read_answer(reader: asyncio.StreamReader, limit_s: float = 30) -> bool:
+    """Read one HTTP/1.1 answer (with a Content-Length); True when it is 2xx."""
+    async with asyncio.timeout(limit_s):
+        status_line = await reader.readuntil(b"\r\n")
+        headers = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in headers.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+    return status_line[9:10] == b"2"
+
+
 async def _keepalive_sender(
     host: str, port: int, stop: float, stamp: bytes, counts: dict[str, int],
     latencies: list[float], key: str | None = None,
@@ -521,11 +556,7 @@ async def _keepalive_sender(
     A hand-written HTTP/1.1 exchange: far cheaper per request than an HTTP client
     library, so the generator leaves more CPU to the server."""
     reader, writer = await asyncio.open_connection(host, port)
-    auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    head = (
-        f"POST /events HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
-        "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-    ).encode()
+    head = _request_head(host, port, key)
     n = 0
     try:
         while time.perf_counter() < stop:
@@ -534,22 +565,13 @@ async def _keepalive_sender(
             started = time.perf_counter()
             writer.write(head % len(body) + body)
             try:
-                async with asyncio.timeout(30):
-                    status_line = await reader.readuntil(b"\r\n")
-                    headers = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in headers.split(b"\r\n"):
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    await reader.readexactly(length)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+                ok = await _read_answer(reader)
+            except ANSWER_ERRORS:
                 counts["errors"] += 1
                 return
             latencies.append(time.perf_counter() - started)
             counts["requests"] += 1
-            key = "ok" if status_line[9:10] == b"2" else "non_2xx"
-            counts[key] += 1
+            counts["ok" if ok else "non_2xx"] += 1
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -614,6 +636,145 @@ async def closed_loop(
     for other in results[1:]:
         merged = merged.merge(other)
     return merged
+
+
+def percentiles_ms(values: Sequence[float]) -> dict[str, float | None]:
+    """p50, p95, p99 and max of durations in seconds, in milliseconds."""
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(values)
+    last = len(ordered) - 1
+
+    def at(q: float) -> float:
+        return round(ordered[min(last, int(q * len(ordered)))] * 1000, 3)
+
+    return {
+        "p50_ms": at(0.50),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "max_ms": round(ordered[-1] * 1000, 3),
+    }
+
+
+REACHED_SHARE = 0.97  # an open-loop run counts when it sent at least this share
+
+
+@dataclass
+class OpenLoopRun:
+    """What an open-loop single-event load sent, and when each request was due."""
+
+    target_rate: float
+    planned: int
+    sent: int
+    ok: int
+    non_2xx: int
+    errors: int
+    achieved_rate: float  # sent / (last send - first due + one interval)
+    reached: bool  # achieved_rate >= REACHED_SHARE x target_rate
+    lag_ms: dict[str, float | None]  # actual send - due time
+    answer_ms: dict[str, float | None]  # answer - due time
+    connections: int
+    due: dict[str, float] = field(repr=False)  # event id -> due time, epoch s
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "due"}
+
+
+async def open_loop(
+    url: str,
+    rate: float,
+    events: int,
+    connections: int = 128,
+    key: str | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> OpenLoopRun:
+    """Single events on a fixed timetable: request ``i`` is due ``i / rate`` s after
+    the start, whatever the answers (open loop). ``connections`` keep-alive
+    connections (opened before the clock) take the due requests in turn; when all
+    are busy a request waits, and its lateness counts in its latency, which is
+    taken from the due time. Hand-written HTTP/1.1 on uvloop, bodies made before
+    the clock: a few tens of µs of CPU per request, so the generator keeps up
+    where an HTTP client library falls behind and measures itself. Whether it did
+    keep up is in ``reached``. ``on_start`` is called when everything is ready,
+    just before the first request is due (to start a CPU meter)."""
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
+    head = _request_head(host, port, key)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode()
+    ids = [str(uuid.uuid4()) for _ in range(events)]
+    requests = [
+        head % len(body) + body
+        for body in (
+            _SINGLE_TEMPLATES[i % 4] % (event_id.encode(), stamp)
+            for i, event_id in enumerate(ids)
+        )
+    ]
+    due_at = [0.0] * events
+    sent_at = [0.0] * events
+    answered_at = [0.0] * events
+    status = [0] * events  # 1 ok, 2 non-2xx, 3 error
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    opened = [await asyncio.open_connection(host, port) for _ in range(connections)]
+
+    async def connection(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        broken = False
+        while (index := await queue.get()) >= 0:
+            if broken:
+                status[index] = 3
+                continue
+            sent_at[index] = time.perf_counter()
+            writer.write(requests[index])
+            try:
+                ok = await _read_answer(reader)
+            except ANSWER_ERRORS:
+                status[index], broken = 3, True
+                continue
+            answered_at[index] = time.perf_counter()
+            status[index] = 1 if ok else 2
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    if on_start is not None:
+        on_start()
+    senders = [asyncio.create_task(connection(r, w)) for r, w in opened]
+    interval = 1.0 / rate
+    wall0, perf0 = time.time(), time.perf_counter()
+    start = perf0 + 0.05
+    index = 0
+    while index < events:
+        now = time.perf_counter()
+        # Everything due by now goes out; then sleep until the next is due.
+        while index < events and start + index * interval <= now:
+            due_at[index] = start + index * interval
+            queue.put_nowait(index)
+            index += 1
+        if index < events:
+            await asyncio.sleep(max(0.0, start + index * interval - now))
+    for _ in senders:
+        queue.put_nowait(-1)
+    await asyncio.gather(*senders)
+    done = [i for i in range(events) if sent_at[i]]
+    window = (max(sent_at[i] for i in done) - start + interval) if done else 0.0
+    achieved = len(done) / window if window > 0 else 0.0
+    return OpenLoopRun(
+        target_rate=rate,
+        planned=events,
+        sent=len(done),
+        ok=status.count(1),
+        non_2xx=status.count(2),
+        errors=status.count(3),
+        achieved_rate=round(achieved, 1),
+        reached=len(done) == events and achieved >= REACHED_SHARE * rate,
+        lag_ms=percentiles_ms([sent_at[i] - due_at[i] for i in done]),
+        answer_ms=percentiles_ms(
+            [answered_at[i] - due_at[i] for i in done if answered_at[i]]
+        ),
+        connections=connections,
+        due={ids[i]: wall0 + due_at[i] - perf0 for i in done},
+    )
 
 
 @dataclass

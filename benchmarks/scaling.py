@@ -20,7 +20,9 @@ machine does not land on one configuration alone) measures:
 
 CPU time is ``utime + stime`` (and ``cutime + cstime``, for exited children such as
 PostgreSQL backends) from ``/proc/<pid>/stat``, read before and after, for each
-component's processes and their descendants. Results go to
+component's processes and their descendants. The machine information, the CPU
+meter, the COPY ceiling and the drain are ``benchmarks/measure.py``'s, shared with
+``benchmarks/run.py``. Results go to
 ``benchmarks/records/scaling-<UTC date-time>.json`` (every round's figures, the
 machine, the versions, the command); a Markdown summary is printed. See
 docs/scaling.md.
@@ -29,21 +31,15 @@ docs/scaling.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import dataclasses
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,35 +47,37 @@ import orjson
 import uvloop
 from harness import (
     REPO,
-    BenchError,
-    Deployment,
     Stack,
     closed_loop,
     send_batches,
     wrk_path,
     wrk_version,
 )
+from measure import (
+    USERS,
+    copy_ceiling,
+    git_info,
+    load_average,
+    machine_info,
+    owned_deployment,
+    per_event_us,
+    stack_meter,
+    staged_drain,
+    wait_drained,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.config import Settings
-from eventflow.models import Event
-from eventflow.pipeline.ownership import partition_owners
-from eventflow.pipeline.streams import Streams, partition_stream
-from eventflow.store.events import insert_raw_events
 from eventflow.store.tables import engine_for
 from eventflow.tools.events import EventGenerator
 
 RECORDS = REPO / "benchmarks" / "records"
-GROUP = "eventflow-workers"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 STANDARD_PARTITIONS = 8  # EventFlow's default
 # Workers renew leases every third of this and hand partitions over at that pace:
 # 3 s instead of the default 10 s lets 4 workers settle their partitions in a few
 # seconds instead of ~12 before each measurement. It costs a few Redis commands
 # per second, nothing measurable next to thousands of events per second.
 LEASE_TTL_MS = 3000
-PRELOAD_CHUNK = 5000
-USERS = 1000  # distinct partition keys in the drain's events
 DASH = "\u2013"
 
 
@@ -87,438 +85,20 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# --- machine and versions (as benchmarks/run.py records them) ----------------------
-
-
-def _proc_field(path: str, name: str) -> str | None:
-    with contextlib.suppress(OSError):
-        for line in Path(path).read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == name:
-                return value.strip()
-    return None
-
-
-def _git(*args: str) -> str | None:
-    result = subprocess.run(
-        ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def machine_info() -> dict[str, Any]:
-    mem = _proc_field("/proc/meminfo", "MemTotal")
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(int(mem.split()[0]) / 1024 / 1024, 1) if mem else None,
-        "cpu_model": _proc_field("/proc/cpuinfo", "model name") or "unknown",
-        "kernel": platform.release(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def git_info() -> dict[str, Any]:
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(status) if status is not None else None,
-    }
-
-
-# --- CPU time from /proc ---------------------------------------------------------
-
-
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, utime + stime + cutime + cstime in clock ticks), every process."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = Path(entry.path, "stat").read_text()
-            # Fields after the command name (which may hold spaces and parentheses).
-            fields = raw[raw.rindex(")") + 2 :].split()
-            ppid = int(fields[1])
-            ticks = sum(int(x) for x in fields[11:15])
-            table[int(entry.name)] = (ppid, ticks)
-    return table
-
-
-def _tree_ticks(roots: Sequence[int], table: dict[int, tuple[int, int]]) -> int:
-    """CPU ticks of ``roots`` and every live descendant. A child that exited was
-    reaped by its parent and is in the parent's cutime + cstime, so a process that
-    lives across the measurement (a PostgreSQL backend that disconnects) counts
-    exactly once: its time before in its own line, after in its parent's."""
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo, seen = 0, list(roots), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in table:
-            continue
-        seen.add(pid)
-        total += table[pid][1]
-        todo += children.get(pid, [])
-    return total
-
-
-@dataclass
-class CpuMeter:
-    """CPU seconds of named groups of process trees between ``start`` and ``stop``."""
-
-    groups: dict[str, list[int]]
-    _before: dict[str, int] = dataclasses.field(default_factory=dict)
-    _self_before: float = 0.0
-    _wall: float = 0.0
-
-    def start(self) -> None:
-        table = _proc_table()
-        self._before = {k: _tree_ticks(v, table) for k, v in self.groups.items()}
-        self._self_before = self._self()
-        self._wall = time.perf_counter()
-
-    @staticmethod
-    def _self() -> float:
-        """This script (batch sender, polling) and its exited children (wrk)."""
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def stop(self) -> dict[str, float]:
-        table = _proc_table()
-        out = {
-            name: (_tree_ticks(pids, table) - self._before[name]) / CLK_TCK
-            for name, pids in self.groups.items()
-        }
-        out["load generator"] = self._self() - self._self_before
-        out["wall"] = time.perf_counter() - self._wall
-        return out
-
-
-def per_event_us(cpu: dict[str, float], events: int) -> dict[str, float | None]:
-    """CPU µs per event of each group, and their sum (wall time left out)."""
-    if not events:
-        return {name: None for name in cpu if name != "wall"}
-    out: dict[str, float | None] = {
-        name: round(seconds * 1e6 / events, 1)
-        for name, seconds in cpu.items()
-        if name != "wall"
-    }
-    out["total (EventFlow, PostgreSQL, Redis)"] = round(
-        sum(v or 0.0 for k, v in out.items() if k != "load generator"), 1
-    )
-    return out
-
-
 # --- the stack -------------------------------------------------------------------
 
 
 @dataclass
 class ScalingStack(Stack):
-    """The benchmark stack, with ``EVENTFLOW_PARTITIONS`` for the processes it
-    starts. ``harness.Stack`` itself leaves the setting at its default."""
+    """The benchmark stack, with a shorter lease (``LEASE_TTL_MS``) for the
+    processes it starts; ``harness.Stack.env`` sets ``EVENTFLOW_PARTITIONS``."""
 
     partitions: int = STANDARD_PARTITIONS
 
     def env(self, stream: str) -> dict[str, str]:
         env = super().env(stream)
-        env["EVENTFLOW_PARTITIONS"] = str(self.partitions)
         env["EVENTFLOW_LEASE_TTL_MS"] = str(LEASE_TTL_MS)
         return env
-
-    def server_pids(self) -> dict[str, list[int]]:
-        assert self.pg is not None and self.pg.proc is not None
-        assert self.redis_server is not None and self.redis_server.proc is not None
-        return {
-            "postgresql": [self.pg.proc.pid],
-            "redis": [self.redis_server.proc.pid],
-        }
-
-
-def stream_keys(stream: str, partitions: int) -> list[str]:
-    """Every Redis key a deployment on ``stream`` may have made."""
-    keys = [f"{stream}:workers", f"{stream}:stats", f"{stream}:quarantine"]
-    for p in range(partitions):
-        key = partition_stream(stream, p)
-        keys += [key, f"{key}:lease"]
-    return keys
-
-
-async def wait_owned(
-    stack: ScalingStack, dep: Deployment, workers: int, limit_s: float = 90.0
-) -> float:
-    """Wait until ``workers`` workers are registered and partition p is held by the
-    (p mod N)-th of them by name, as the ownership rules settle it; returns the
-    time it took."""
-    redis = await stack.redis()
-    streams = Streams(redis, dep.stream, GROUP, stack.partitions)
-    ttl_ms = LEASE_TTL_MS
-    start = time.monotonic()
-    while time.monotonic() - start < limit_s:
-        for proc in dep.workers:
-            if not proc.alive():
-                raise BenchError(f"{proc.name} exited:\n{proc.tail()}")
-        now_ms = int(time.time() * 1000)
-        raw = await redis.zrangebyscore(
-            f"{dep.stream}:workers", now_ms - ttl_ms, "+inf"
-        )
-        members = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
-        if len(members) == workers:
-            owners = await partition_owners(redis, streams)
-            if all(owner == members[p % workers] for p, owner in enumerate(owners)):
-                # The new owners finish the (empty) pending lists and block in XREAD.
-                await asyncio.sleep(0.5)
-                return time.monotonic() - start
-        await asyncio.sleep(0.1)
-    raise BenchError(f"partitions of {dep.stream} not assigned within {limit_s:.0f} s")
-
-
-async def wait_drained(
-    stack: ScalingStack,
-    stream: str,
-    partitions: int,
-    limit_s: float,
-    expected: int | None = None,
-) -> tuple[dict[str, int], float]:
-    """Wait until every partition stream is empty (workers delete what they have
-    acknowledged, after the commit) and PostgreSQL has settled ``expected`` events
-    (default: every row of ``raw_events``). Returns the counts and the wait.
-
-    Polls Redis (``XLEN``, nearly free) and counts rows only once the streams are
-    empty: counting the growing tables every 100 ms, as ``Stack.wait_settled``
-    does, scans them and would add to PostgreSQL's CPU per event."""
-    redis = await stack.redis()
-    keys = [partition_stream(stream, p) for p in range(partitions)]
-    start = time.monotonic()
-    while True:
-        async with redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.xlen(key)
-            lengths = await pipe.execute()
-        waited = time.monotonic() - start
-        if sum(lengths) == 0 or waited > limit_s:
-            counts = await stack.counts()
-            done = counts["processed"] + counts["failed"]
-            if done >= (counts["raw"] if expected is None else expected):
-                return counts, waited
-            if waited > limit_s:
-                return counts, waited
-        await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def deployment(
-    stack: ScalingStack, name: str, partitions: int, apis: int, workers: int
-) -> AsyncIterator[tuple[Deployment, float]]:
-    """Empty tables, a fresh stream, ``apis`` APIs and ``workers`` workers on
-    ``partitions`` partitions, each partition with its owner; always torn down.
-    Yields the deployment and the seconds the partitions took to settle."""
-    stack.partitions = partitions
-    stream = f"bench:{name}:{uuid.uuid4().hex[:8]}"
-    await stack.reset()
-    dep = await stack.deploy(stream, apis, 0)
-    try:
-        await stack.start_workers(dep, workers)
-        settled = await wait_owned(stack, dep, workers)
-        yield dep, settled
-    finally:
-        codes = stack.teardown(dep)
-        bad = {name: code for name, code in codes.items() if code not in (0, None)}
-        if bad:
-            log(f"  processes exited with {bad}")
-        with contextlib.suppress(Exception):
-            await (await stack.redis()).delete(*stream_keys(stream, partitions))
-
-
-# --- the COPY ceiling --------------------------------------------------------------
-
-COPY_BATCH = 1000
-_COPY_COLUMNS = [
-    "event_id", "event_type", "user_id", "event_timestamp", "properties",
-    "enrichment", "correlation_id", "received_at", "processed_by", "attempts",
-]  # fmt: skip
-
-
-async def copy_ceiling(stack: ScalingStack, rows: int) -> dict[str, float]:
-    """Rows/s that PostgreSQL takes with COPY into a copy of ``processed_events``,
-    1,000 rows per commit: the method and rows of ``ceiling_postgres`` in
-    ``benchmarks/scenarios.py`` (its ``copy_rows_per_s``), the most this database
-    can store on this machine without any EventFlow code in the way."""
-    db = await stack.db()
-    now = datetime.now(UTC)
-    props = orjson.dumps(
-        {"amount": 12.5, "currency": "EUR", "product_id": "sku-1", "quantity": 1}
-    ).decode()
-    enrichment = orjson.dumps(
-        {"category": "small", "total": 12.5, "processed_by": "bench"}
-    ).decode()
-    data = [
-        (uuid.uuid4(), "purchase", f"user-{i % 1000}", now, props, enrichment,
-         "bench", now, "bench-worker", 1)
-        for i in range(rows)
-    ]  # fmt: skip
-    await db.execute("DROP TABLE IF EXISTS bench_scratch")
-    await db.execute("CREATE TABLE bench_scratch (LIKE processed_events INCLUDING ALL)")
-    try:
-        await db.execute("CHECKPOINT")
-        start = time.perf_counter()
-        for i in range(0, rows, COPY_BATCH):
-            await db.copy_records_to_table(
-                "bench_scratch", records=data[i : i + COPY_BATCH], columns=_COPY_COLUMNS
-            )
-        elapsed = time.perf_counter() - start
-        count = await db.fetchval("SELECT count(*) FROM bench_scratch")
-        if count != rows:
-            raise BenchError(f"COPY ceiling: {count} rows stored, expected {rows}")
-    finally:
-        await db.execute("DROP TABLE IF EXISTS bench_scratch")
-    return {"copy_rows_per_s": round(rows / elapsed, 1)}
-
-
-# --- drain -----------------------------------------------------------------------
-
-_PROPS: dict[str, dict[str, Any]] = {
-    "purchase": {"amount": 12.5, "currency": "EUR", "quantity": 1},
-    "page_view": {"page": "/pricing", "duration_ms": 1200},
-    "user_signup": {"email": "user-9@example.com", "plan": "pro"},
-    "custom": {"name": "video.played", "value": 3},
-}
-
-
-def drain_events(count: int) -> Iterator[list[Event]]:
-    """``count`` valid events of ``USERS`` keys, as the API would publish them, in
-    chunks. The correlation id is the event's sequence number, so per-key order
-    can be checked in ``processed_events`` afterwards."""
-    kinds = list(_PROPS)
-    for start in range(0, count, PRELOAD_CHUNK):
-        now = datetime.now(UTC)
-        chunk = []
-        for i in range(start, min(count, start + PRELOAD_CHUNK)):
-            kind = kinds[i % len(kinds)]
-            props = _PROPS[kind]
-            user = f"user-{i % USERS}"
-            ts = now - timedelta(seconds=i % 60)
-            chunk.append(
-                Event(
-                    event_id=uuid.uuid4(),
-                    event_type=kind,
-                    user_id=user,
-                    timestamp=ts,
-                    properties=props,
-                    received_at=now,
-                    correlation_id=f"{i:010d}",
-                    body_hash=f"{i:032x}",  # the worker does not read it
-                )
-            )
-        yield chunk
-
-
-_ORDER_CHECK = """
-SELECT count(*) FROM (
-    SELECT correlation_id,
-        lag(correlation_id) OVER (PARTITION BY user_id ORDER BY id) AS previous
-    FROM processed_events
-) t WHERE previous > correlation_id
-"""
-
-_DRAIN_FIGURES = """
-WITH first AS (SELECT min(processed_at) AS t FROM processed_events)
-SELECT extract(epoch FROM (SELECT t FROM first))::float8 AS first,
-    extract(epoch FROM max(processed_at))::float8 AS last,
-    count(*) FILTER (WHERE processed_at = (SELECT t FROM first)) AS n1,
-    count(*) AS processed,
-    count(DISTINCT processed_by) AS writers
-FROM processed_events
-"""
-
-
-async def drain(
-    stack: ScalingStack,
-    engine: AsyncEngine,
-    partitions: int,
-    workers: int,
-    total: int,
-) -> dict[str, Any]:
-    """``workers`` workers find ``total`` events waiting in ``partitions``
-    partitions. The events are put in ``raw_events`` and in staging streams while
-    the workers settle their partitions, then moved under the workers' keys at
-    once (``RENAME``, one MULTI), which wakes their blocked reads."""
-    name = f"drain-p{partitions}-w{workers}"
-    async with deployment(stack, name, partitions, 0, workers) as (dep, settled_s):
-        redis = await stack.redis()
-        staging = Streams(redis, f"{dep.stream}:staging", GROUP, partitions)
-        await staging.ensure_group()
-        window = timedelta(days=Settings().duplicate_window_days)
-        filled = time.perf_counter()
-        # raw_events first, then the stream, chunk by chunk: as the API does,
-        # published moments after the commit (the reconciler leaves them alone).
-        for chunk in drain_events(total):
-            await insert_raw_events(engine, chunk, window)
-            await staging.publish(chunk)
-        fill_s = time.perf_counter() - filled
-        lengths = [await redis.xlen(s.stream) for s in staging.partitions]
-        if sum(lengths) != total:
-            raise BenchError(f"staging holds {sum(lengths)} entries, not {total}")
-        meter = CpuMeter(
-            {"workers": [w.pid for w in dep.workers], **stack.server_pids()}
-        )
-        load = os.getloadavg()[0]
-        meter.start()
-        released = time.time()
-        async with redis.pipeline(transaction=True) as pipe:
-            for p in range(partitions):
-                pipe.rename(
-                    partition_stream(staging.name, p), partition_stream(dep.stream, p)
-                )
-            await pipe.execute()
-        counts, waited = await wait_drained(
-            stack, dep.stream, partitions, max(120.0, total / 500), expected=total
-        )
-        cpu = meter.stop()
-        db = await stack.db()
-        row = await db.fetchrow(_DRAIN_FIGURES)
-        assert row is not None
-        violations = await db.fetchval(_ORDER_CHECK)
-        republished = await db.fetchval(
-            "SELECT count(*) FROM raw_events WHERE publish_count > 1"
-        )
-        unsettled = await db.fetchval(
-            "SELECT count(*) FROM raw_events WHERE status = 'accepted'"
-        )
-        left = sum(
-            [
-                await redis.xlen(partition_stream(dep.stream, p))
-                for p in range(partitions)
-            ]
-        )
-    done = counts["processed"] + counts["failed"]
-    if done < total:
-        raise BenchError(f"{name}: {done} of {total} events settled in {waited:.0f} s")
-    span = row["last"] - released
-    after_first = row["last"] - row["first"]
-    return {
-        "events_per_s": round(row["processed"] / span, 1) if span > 0 else None,
-        # As benchmarks/run.py's drain: from the first commit on, first batch left out.
-        "events_per_s_after_first_batch": round(
-            (row["processed"] - row["n1"]) / after_first, 1
-        )
-        if after_first > 0
-        else None,
-        "cpu_us_per_event": per_event_us(cpu, row["processed"]),
-        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
-        "events": total,
-        "processed": row["processed"],
-        "dead_lettered": counts["failed"],
-        "writers": row["writers"],
-        "order_violations": violations,
-        "republished": republished,
-        "unsettled": unsettled,
-        "left_in_streams": left,
-        "drain_s": round(span, 3),
-        "partitions_settled_s": round(settled_s, 2),
-        "preload_s": round(fill_s, 2),
-        "load_average_before": round(load, 2),
-    }
 
 
 # --- CPU per event, standard configuration -----------------------------------------
@@ -539,17 +119,10 @@ async def standard(
             (len(ids), body)
             for ids, body in EventGenerator(seed=7).bodies(batch_events, size)
         ]
-        async with deployment(stack, f"cpu-{tag}", STANDARD_PARTITIONS, 1, 1) as (
-            dep,
-            _,
-        ):
-            meter = CpuMeter(
-                {
-                    "api": [dep.apis[0].pid],
-                    "workers": [dep.workers[0].pid],
-                    **stack.server_pids(),
-                }
-            )
+        async with owned_deployment(
+            stack, f"cpu-{tag}", STANDARD_PARTITIONS, 1, 1, LEASE_TTL_MS, log
+        ) as (dep, _):
+            meter = stack_meter(stack, dep)
             load = os.getloadavg()[0]
             meter.start()
             started = time.time()
@@ -561,9 +134,7 @@ async def standard(
                 run = await send_batches(dep.api_urls[0], bodies, 4)
                 sent, failed = run.accepted, run.failed_requests + run.rejected
                 ingest_s = run.duration_s
-            counts, _ = await wait_drained(
-                stack, dep.stream, STANDARD_PARTITIONS, 120.0
-            )
+            counts, _ = await wait_drained(stack, dep.stream, 120.0, settle_s=0.3)
             cpu = meter.stop()
             _, last = await stack.processed_span()
         processed = counts["processed"]
@@ -783,10 +354,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     order.reverse()
                 rnd: dict[str, Any] = {"drain": {}, "order": []}
                 log(f"round {index + 1}/{args.repeat}: COPY ceiling")
-                rnd["ceiling"] = await copy_ceiling(stack, args.copy_rows)
+                copy = await copy_ceiling(stack, args.copy_rows)
+                rnd["ceiling"] = {"copy_rows_per_s": copy}
                 for p, w in order:
                     log(f"round {index + 1}/{args.repeat}: drain, P={p}, {w} worker(s)")
-                    d = await drain(stack, engine, p, w, args.events)
+                    d = await staged_drain(
+                        stack, engine, p, w, args.events, LEASE_TTL_MS, log
+                    )
                     log(
                         f"  {d['events_per_s']:,.0f} events/s; CPU µs/event "
                         f"{d['cpu_us_per_event']}"
@@ -807,7 +381,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await engine.dispose()
             await stack.close()
             stack.stop_servers()
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["load_average_at_end"] = load_average()
     results["summary"] = summarize(results["rounds"])
     results["problems"] = check(results)
     return results
