@@ -57,6 +57,11 @@ bench-scaling: $(STAMP) system-deps
 	bash scripts/install-system-deps.sh --bench
 	$(BIN)/python benchmarks/scaling.py $(SCALING_ARGS)
 
+## Console: every page's time on 1,000,000 stored events (CONSOLE_ARGS="--events 100000").
+.PHONY: bench-console
+bench-console: $(STAMP) system-deps
+	$(BIN)/python benchmarks/console.py --record benchmarks/records/console-$$(date -u +%F).json $(CONSOLE_ARGS)
+
 ## Soak test: faults and mixed traffic for 10 minutes (SOAK_ARGS="--minutes 3").
 soak: $(STAMP) system-deps
 	$(BIN)/python scripts/soak.py $(SOAK_ARGS)
