@@ -233,7 +233,7 @@ async def test_operator_fixes_and_replays_dead_letters(
                 await page.reload()
             await expect(page.locator("#event-status")).to_have_text("processed")
             await expect(page.locator(".timeline")).to_contain_text(
-                "dead_letter.replay_many"
+                "replayed from the dead letters"
             )
         await expect(page.locator("#processed-properties")).to_contain_text("5.0")
         await w.screenshot("event")
@@ -330,10 +330,16 @@ async def test_local_mode_opens_directly_on_a_phone(
 ) -> None:
     assert settings.auth_required is False
     async with serve(settings) as served:
+        # Events accepted while no worker runs: a backlog on the overview.
+        async with httpx.AsyncClient(base_url=served.url) as api:
+            batch = [purchase(10.0 + i, f"user-{i % 3}") for i in range(40)]
+            answer = await api.post("/events/batch", json={"events": batch})
+            assert answer.json()["accepted"] == 40
         w = await watch(browser, served.url, PHONE)
         await w.page.goto("/console")
         await expect(w.page.locator(".who")).to_contain_text("local mode")
         await expect(w.page.locator(".tile").first).to_be_visible()
+        await expect(w.page.locator(".tile", has_text="Backlog")).to_contain_text("40")
         # Nothing is wider than the phone's screen but the tables' own scroll.
         width = await w.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"]

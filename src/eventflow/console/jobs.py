@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -97,6 +98,7 @@ class Jobs:
 
     async def _run(self, job: JobState, bulk: BulkAction, who: Principal) -> None:
         event_ids: list[UUID] = []
+        started = datetime.now(UTC)
         try:
             for dead_letter_id, properties in bulk.corrections.items():
                 found = await dl.matching(self.engine, ids=[dead_letter_id])
@@ -150,6 +152,7 @@ class Jobs:
                 details={
                     "via": "console",
                     "job": job.id,
+                    "started_at": started.isoformat(),
                     "state": job.state,
                     "confirmed": bulk.expected,
                     "skipped": job.skipped,

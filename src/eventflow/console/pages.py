@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -215,7 +216,7 @@ async def event_page(
                 (dead["replayed_at"], "replayed", f"{dead['replay_count']} time(s)")
             )
     for entry in actions:
-        timeline.append((entry.at, entry.action, f"by {entry.actor}"))
+        timeline.append(_action(entry))
     if done is not None:
         timeline.append(
             (done["processed_at"], "processed", f"by {done['processed_by']}")
@@ -234,6 +235,26 @@ async def event_page(
             "timeline": timeline,
         },
     )
+
+
+ACTIONS = {
+    "dead_letter.replay_many": "replayed from the dead letters",
+    "dead_letter.purge_many": "dead letter purged",
+}
+
+
+def _action(entry: audit.AuditEntry) -> tuple[datetime, str, str]:
+    """A console action that named the event, at the time it started (the audit
+    entry is written when it ends)."""
+    details = entry.details or {}
+    at = entry.at
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        at = datetime.fromisoformat(details["started_at"])
+    corrected = details.get("corrected") or []
+    detail = f"by {entry.actor}"
+    if corrected and details.get("ids") is not None:
+        detail += " (with corrected properties, for some)"
+    return at, ACTIONS.get(entry.action, entry.action), detail
 
 
 @router.get("/audit")
