@@ -29,6 +29,7 @@ from eventflow.errors import (
 )
 from eventflow.metrics import Metrics
 from eventflow.models import Event, decode_message
+from eventflow.pipeline.batchwriter import BatchWriter
 from eventflow.pipeline.ownership import Fence, Ownership
 from eventflow.pipeline.processing import enrich
 from eventflow.pipeline.reconciler import reconcile_once
@@ -42,7 +43,6 @@ from eventflow.store.events import (
     FailedRow,
     ProcessedRow,
     mark_quarantined,
-    write_results,
 )
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class Worker:
             self.engine, self.registry, self.processors, self.consumer
         )
         self.reprocess_process = ReprocessProcess(self.settings, self.consumer)
+        self.batch_writer = BatchWriter(self.engine, self.consumer)
         self._stopping = asyncio.Event()
         self._degraded = False
         self._last_reconcile = time.monotonic()
@@ -733,8 +734,8 @@ class Worker:
         failed: list[FailedRow],
         fence: Fence | None,
     ) -> set[uuid.UUID]:
-        async with self.engine.begin() as conn:
-            return await write_results(conn, processed, failed, self.consumer, fence)
+        # Batches of several partitions that are ready together share a commit.
+        return await self.batch_writer.write(processed, failed, fence)
 
     async def _with_retry(self, operation: str, fn: Callable[[], Awaitable[T]]) -> T:
         async for attempt in retrying(self.settings, self.metrics, operation):
