@@ -101,6 +101,16 @@ async def test_scopes(secured: Settings, engine: AsyncEngine) -> None:
             await c.delete("/dead-letters?dry_run=false", headers=bearer(read))
         ).status_code == 403
 
+        # Reprocessing: admin starts a run, read sees runs, ingest neither.
+        window = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+        for key, code in ((None, 401), (ingest, 403), (read, 403)):
+            headers = bearer(key) if key else {}
+            answer = await c.post("/reprocess", json=window, headers=headers)
+            assert answer.status_code == code, (key, answer.text)
+        assert (await c.get("/reprocess")).status_code == 401
+        assert (await c.get("/reprocess", headers=bearer(ingest))).status_code == 403
+        assert (await c.get("/reprocess", headers=bearer(read))).status_code == 200
+
         # admin: everything.
         assert (
             await c.post("/schemas/thing", json=schema, headers=bearer(admin))
@@ -110,8 +120,12 @@ async def test_scopes(secured: Settings, engine: AsyncEngine) -> None:
         ).status_code == 202
         purge = await c.delete("/dead-letters?dry_run=false", headers=bearer(admin))
         assert purge.status_code == 200
+        run = await c.post("/reprocess", json=window, headers=bearer(admin))
+        assert run.status_code == 202, run.text
+        assert run.json()["started_by"] == "root"
         trail = (await c.get("/audit", headers=bearer(admin))).json()["items"]
         assert [(e["action"], e["actor"]) for e in trail] == [
+            ("reprocess.start", "root"),
             ("dead_letter.purge_many", "root"),
             ("schema.register", "root"),
         ]

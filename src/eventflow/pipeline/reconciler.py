@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.metrics import Metrics
-from eventflow.models import Event
 from eventflow.pipeline.streams import Streams
+from eventflow.store.events import event_from_raw
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +75,7 @@ async def reconcile_once(
         if not locked:
             return 0
         rows = (await conn.execute(_CLAIM, {"cutoff": cutoff, "limit": limit})).all()
-        events = [
-            Event(
-                event_id=r.event_id,
-                event_type=r.event_type,
-                user_id=r.user_id,
-                timestamp=r.event_timestamp,
-                properties=r.properties,
-                received_at=r.received_at,
-                correlation_id=r.correlation_id or "",
-                body_hash=r.body_hash,
-                schema_version=r.schema_version,
-                partition_key=r.partition_key,
-            )
-            for r in rows
-        ]
+        events = [event_from_raw(r) for r in rows]
         # Publish inside the transaction: if Redis fails, published_at rolls back.
         await streams.publish(events)
     if events:

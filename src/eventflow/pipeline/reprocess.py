@@ -46,10 +46,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.config import Settings
 from eventflow.errors import InvalidEvent
 from eventflow.jsoncodec import dumps
-from eventflow.models import Event
 from eventflow.pipeline.processing import enrich
 from eventflow.processors import Processor
 from eventflow.schemas.registry import SchemaRegistry
+from eventflow.store.events import event_from_raw
 
 log = logging.getLogger(__name__)
 
@@ -382,17 +382,7 @@ class Reprocessor:
         failed = 0
         error: str | None = None
         for row in rows:
-            event = Event(
-                event_id=row.event_id,
-                event_type=row.event_type,
-                user_id=row.user_id,
-                timestamp=row.event_timestamp,
-                properties=row.properties,
-                received_at=row.received_at,
-                correlation_id=row.correlation_id or "",
-                body_hash=row.body_hash,
-                partition_key=row.partition_key,
-            )
+            event = event_from_raw(row, latest_schema=True)
             # The latest schema (schema_version None); the time of the first
             # processing keeps the enrichment's latency what it was.
             now = row.processed_at or row.received_at

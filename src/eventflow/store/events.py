@@ -79,6 +79,23 @@ _INSERT_RAW = """
 """
 
 
+def event_from_raw(row: Any, latest_schema: bool = False) -> Event:
+    """An accepted event rebuilt from its ``raw_events`` row; with
+    ``latest_schema``, to be judged by its type's latest schema version."""
+    return Event(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        user_id=row.user_id,
+        timestamp=row.event_timestamp,
+        properties=row.properties,
+        received_at=row.received_at,
+        correlation_id=row.correlation_id or "",
+        body_hash=row.body_hash,
+        schema_version=None if latest_schema else row.schema_version,
+        partition_key=row.partition_key,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Existing:
     body_hash: str
