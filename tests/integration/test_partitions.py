@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventflow.config import Settings
 from eventflow.errors import FencedOut, LeaseLost
 from eventflow.models import decode_message
+from eventflow.pipeline.batchwriter import BatchWriter
 from eventflow.pipeline.ownership import Ownership
 from eventflow.pipeline.streams import Streams
 from eventflow.pipeline.worker import Worker
@@ -93,6 +94,71 @@ async def test_a_worker_that_lost_its_lease_can_neither_read_nor_commit(
     async with engine.begin() as conn:
         assert await write_results(conn, [row], [], "new", new.owned[p])
     assert await count(engine, "processed_events") == 1
+
+
+async def test_batches_of_several_partitions_commit_together_unless_one_is_fenced(
+    settings: Settings, engine: AsyncEngine, redis: Redis, client: httpx.AsyncClient
+) -> None:
+    streams = Streams.from_settings(redis, settings)
+    await streams.ensure_group()
+    owner = Ownership(redis, engine, streams, "w", settings.lease_ttl_ms)
+    await owner.tick()
+    events = [
+        {"event_type": "custom", "user_id": f"user-{n}", "properties": {"name": "x"}}
+        for n in range(40)
+    ]
+    answer = await client.post("/events/batch", json={"events": events})
+    assert answer.json()["accepted"] == 40
+    await _until_async(lambda: _length(streams), 40, 5)
+    by_partition: dict[int, list[ProcessedRow]] = {}
+    for stream in streams.partitions:
+        for entry in await stream.read_owned("w", 100):
+            assert entry.data is not None
+            row = ProcessedRow(decode_message(entry.data), {}, 1)
+            by_partition.setdefault(stream.partition, []).append(row)
+    assert len(by_partition) >= 3, "40 users should spread over the partitions"
+    first, second, third, *_ = sorted(by_partition)
+    writer = BatchWriter(engine, "w")
+    # Submitted together: one transaction for both partitions.
+    results = await asyncio.gather(
+        *(writer.write(by_partition[p], [], owner.owned[p]) for p in (first, second))
+    )
+    assert [len(r) for r in results] == [len(by_partition[first]),
+                                         len(by_partition[second])]  # fmt: skip
+    async with engine.connect() as conn:
+        writes = await conn.scalar(
+            text("SELECT count(DISTINCT xmin::text) FROM processed_events")
+        )
+    assert writes == 1
+    # A partition taken over meanwhile: its batch is refused, the other commits.
+    stale = owner.owned[third]
+    await redis.delete(owner.lease_key(third))
+    other = Ownership(redis, engine, streams, "other", settings.lease_ttl_ms)
+    await other.tick()
+    assert other.owned[third].token == stale.token + 1
+    rest = [p for p in by_partition if p not in (first, second, third)]
+    outcomes = await asyncio.gather(
+        writer.write(by_partition[third], [], stale),
+        *(writer.write(by_partition[p], [], owner.owned[p]) for p in rest),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], FencedOut)
+    assert not any(isinstance(o, BaseException) for o in outcomes[1:])
+    stored = sum(len(by_partition[p]) for p in by_partition if p != third)
+    assert await count(engine, "processed_events") == stored
+
+
+async def _length(streams: Streams) -> int:
+    return (await streams.state()).length
+
+
+async def _until_async(
+    value: Callable[[], Awaitable[int]], expected: int, limit_s: float
+) -> None:
+    deadline = time.monotonic() + limit_s
+    while (got := await value()) != expected:
+        assert time.monotonic() < deadline, f"{got}, not {expected}"
+        await asyncio.sleep(0.02)
 
 
 async def _first_entry(redis: Redis, streams: Streams) -> bytes | None:

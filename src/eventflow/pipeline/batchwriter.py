@@ -6,11 +6,11 @@ commits its batches one after the other. Under a steady flow of single events,
 spread over the partitions, those batches are small, and a transaction per batch
 (its round trips, the fence check, the commit's WAL flush) costs more than the
 rows it writes. The writer takes every batch submitted while the previous
-transaction was in flight and commits them together: the fence of each partition
-is checked first (in partition order), then all rows are written by the same
-statements, in submission order, so each partition's rows keep their stream
-order. Nothing waits for company: a batch submitted to an idle writer is written
-at once.
+transaction was in flight and commits them together: the fences of all their
+partitions are checked first (one statement, rows locked in partition order),
+then all rows are written by the same statements, in submission order, so each
+partition's rows keep their stream order. Nothing waits for company: a batch
+submitted to an idle writer is written at once.
 
 If a combined transaction fails (a partition fenced out, a row the database
 refuses, a connection lost), each batch is written again in a transaction of its
@@ -27,7 +27,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventflow.pipeline.ownership import Fence
+from eventflow.pipeline.ownership import Fence, check_fences
 from eventflow.store.events import FailedRow, ProcessedRow, write_results
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ class BatchWriter:
             {s.fence for s in group if s.fence is not None}, key=lambda f: f.partition
         )
         async with self.engine.begin() as conn:
-            for fence in fences:
-                await fence.check(conn)
+            if fences:
+                await check_fences(conn, fences)
             return await write_results(
                 conn,
                 [p for s in group for p in s.processed],
