@@ -358,6 +358,15 @@ async def test_every_page_answers_in_local_mode(
             answer = await c.get(path, follow_redirects=True)
             assert answer.status_code == 200, path
             assert "local mode" in answer.text or path.endswith("/live"), path
+        # What events carry is shown as text, never as markup.
+        hostile = "<img src=x onerror=alert(1)>"
+        sent = await c.post(
+            "/events",
+            json={"event_type": "custom", "user_id": hostile, "properties": {}},
+        )
+        assert sent.status_code == 202
+        listed = await c.get("/console/events", params={"event_type": "custom"})
+        assert hostile not in listed.text and "&lt;img src=x" in listed.text
         missing = await c.get(f"/console/events/{uuid4()}")
         assert missing.status_code == 404 and "No event" in missing.text
         bad = await c.get("/console/events", params={"q": "not-an-id"})
