@@ -12,12 +12,19 @@ way an existing installation would (0006 converts the tables to time partitions,
 and requests each page ``--requests`` times after a warm-up, and reports the
 median and p95 time of each, with the machine, as JSON (``--record FILE``
 writes it). The goal: every page under 200 ms.
+
+It also measures what the console's indexes cost the pipeline's writes: the same
+batches of 1,000 events are inserted into ``raw_events`` and then settled (their
+status set to ``processed``, as a worker does) on a database at revision 0007, one
+at 0008, and one at 0007 plus each index of 0008 alone, in turn, and the time per
+event of each is compared with 0007's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -37,9 +44,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventflow.local.servers import LocalPostgres, LocalRedis, free_port
 from eventflow.security.keys import Scope, create_key
-from eventflow.store.migrate import upgrade
+from eventflow.store.migrate import MIGRATIONS_DIR, upgrade
 
 GOAL_MS = 200.0
+MIGRATIONS = MIGRATIONS_DIR / "versions"
 
 FILL = [
     """
@@ -144,6 +152,111 @@ def _pages(found: dict[str, str], next_page: str) -> dict[str, str]:
     }
 
 
+WRITE_BATCH = 1000
+_INSERT = text(
+    """
+    INSERT INTO raw_events (event_id, event_type, user_id, event_timestamp,
+        properties, body_hash, correlation_id, received_at, published_at, source)
+    SELECT gen_random_uuid(),
+        (ARRAY['purchase', 'page_view', 'user_signup', 'custom'])[1 + g % 4],
+        'user-' || (g % 5000), now(), '{"amount": 12.5, "currency": "EUR"}',
+        md5(g::text), md5((g + :b)::text), now(), now(), 'web-shop'
+    FROM generate_series(1, :n) g
+    RETURNING event_id, received_at
+    """
+)
+_SETTLE = text(
+    """
+    UPDATE raw_events r SET status = 'processed', settled_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:at AS timestamptz[])) AS k(id, at)
+    WHERE r.event_id = k.id AND r.received_at = k.at
+    """
+)
+
+
+async def _write_cost(urls: dict[str, str], batches: int) -> dict[str, Any]:
+    """Insert and settle the same batches on each database, alternately."""
+    engines = {name: create_async_engine(url) for name, url in urls.items()}
+    took: dict[str, dict[str, float]] = {n: {"insert": 0, "settle": 0} for n in urls}
+    for b in range(batches):
+        for name, engine in engines.items():
+            async with engine.begin() as conn:
+                start = time.perf_counter()
+                rows = (await conn.execute(_INSERT, {"n": WRITE_BATCH, "b": b})).all()
+                took[name]["insert"] += time.perf_counter() - start
+            async with engine.begin() as conn:
+                start = time.perf_counter()
+                await conn.execute(
+                    _SETTLE,
+                    {"ids": [r[0] for r in rows], "at": [r[1] for r in rows]},
+                )
+                took[name]["settle"] += time.perf_counter() - start
+    for engine in engines.values():
+        await engine.dispose()
+    events = batches * WRITE_BATCH
+    out: dict[str, Any] = {"events": events, "batch": WRITE_BATCH}
+    for name, t in took.items():
+        out[name] = {
+            "insert_us_per_event": round(t["insert"] / events * 1e6, 1),
+            "settle_us_per_event": round(t["settle"] / events * 1e6, 1),
+        }
+    base = out["0007"]
+    out["extra_us_per_event"] = {
+        name: round(
+            out[name]["insert_us_per_event"]
+            + out[name]["settle_us_per_event"]
+            - base["insert_us_per_event"]
+            - base["settle_us_per_event"],
+            1,
+        )
+        for name in urls
+        if name != "0007"
+    }
+    return out
+
+
+def _console_indexes() -> dict[str, str]:
+    """Each index of migration 0008, as a statement for a database at 0007."""
+    path = MIGRATIONS / "0008_console_indexes.py"
+    spec = importlib.util.spec_from_file_location("console_indexes", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    return {
+        name: f"CREATE INDEX {name} ON {table} ({columns}){migration._where(name)}"
+        for name, (table, columns, _) in migration.INDEXES.items()
+    }
+
+
+async def _with_index(url: str, statement: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(statement))
+    await engine.dispose()
+
+
+def _write_databases(admin_url: str) -> dict[str, str]:
+    """At 0007, at 0008, and at 0007 with each index of 0008 alone."""
+    urls = {}
+    for revision in ("0007", "0008"):
+        urls[revision] = asyncio.run(_database(admin_url, f"writes_{revision}"))
+        upgrade(urls[revision], revision)
+    for n, (name, statement) in enumerate(_console_indexes().items()):
+        url = asyncio.run(_database(admin_url, f"writes_index_{n}"))
+        upgrade(url, "0007")
+        asyncio.run(_with_index(url, statement))
+        urls[f"0007 + {name}"] = url
+    return urls
+
+
+async def _database(admin_url: str, name: str) -> str:
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    await admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
 def _time(client: httpx.Client, request: Any, n: int) -> dict[str, float]:
     for _ in range(3):
         request()
@@ -197,8 +310,12 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--record", type=Path, default=None)
+    parser.add_argument(
+        "--write-batches", type=int, default=200, help="for the write cost (0: skip)"
+    )
     args = parser.parse_args()
     timings: dict[str, float] = {}
+    writes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         pg, redis = LocalPostgres(Path(folder)), LocalRedis(Path(folder))
         url, redis_url = pg.start(), redis.start()
@@ -244,6 +361,12 @@ def main() -> int:
                 assert time.monotonic() < deadline, "the API did not start"
                 time.sleep(0.2)
             pages = _measure(base, key, found, args.requests)
+            api.terminate()
+            api.wait(30)
+            api = None
+            if args.write_batches:
+                urls = _write_databases(url)
+                writes = asyncio.run(_write_cost(urls, args.write_batches))
         finally:
             if api is not None:
                 api.terminate()
@@ -262,9 +385,10 @@ def main() -> int:
         "slowest_p95_ms": slowest,
         "pages": pages,
         **timings,
+        "write_cost_of_the_console_indexes": writes,
         "machine": machine(),
         "command": f"python benchmarks/console.py --events {args.events} "
-        f"--requests {args.requests}",
+        f"--requests {args.requests} --write-batches {args.write_batches}",
         "date": datetime.now(UTC).date().isoformat(),
     }
     print(json.dumps(result, indent=2))

@@ -143,12 +143,15 @@ def csrf_token(request: Request, signer: Signer) -> str:
     token = signer.unsign(request.cookies.get(CSRF_COOKIE))
     if isinstance(token, str):
         return token
-    fresh: str = request.state.__dict__.setdefault("csrf", secrets.token_urlsafe(24))
+    fresh: str | None = getattr(request.state, "csrf", None)
+    if fresh is None:
+        fresh = secrets.token_urlsafe(24)
+        request.state.csrf = fresh
     return fresh
 
 
 def ensure_csrf_cookie(response: Response, request: Request, signer: Signer) -> None:
-    fresh = request.state.__dict__.get("csrf")
+    fresh: str | None = getattr(request.state, "csrf", None)
     if fresh is not None:
         _cookie(response, request, CSRF_COOKIE, signer.sign(fresh), 7 * 86400)
 
