@@ -10,8 +10,8 @@ default settings): stores ``--events`` events, measures live single events at
 every event to its stored row), then starts a reprocessing run of everything
 stored and measures the same live load while it runs, and once more after it.
 It checks that the run re-processed every event exactly once, and reports the
-p99s, the ratio of the p99 during the run to the mean of the two without (goal
-<= 2) and the run's own speed, with the machine and the command.
+p99s, the ratio of the p99 during the run to the one before it (goal <= 2), and
+the run's own speed, with the machine and the command.
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms_without": p99(baseline),
         "p99_ms_without_after_run": p99(after),
         "p99_ms_during": p99(during),
-        # Against the mean of the baselines before and after the run.
-        "p99_ratio": round(p99(during) / ((p99(baseline) + p99(after)) / 2), 2),
+        # Against the baseline before the run: the one after it may still carry
+        # the run's own aftermath (autovacuum of the rows it rewrote).
+        "p99_ratio": round(p99(during) / p99(baseline), 2),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "goal": "p99 ratio <= 2",
         "machine": machine_info(),

@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -177,7 +178,15 @@ async def test_redis_restarted_and_flushed(
         send_events(stack.url, 600, log, concurrency=4, batch=20, pause=0.02)
     )
     await asyncio.sleep(0.5)
-    await redis.flushall()  # Redis loses everything mid-run
+    # Redis loses everything mid-run (once it has loaded its data again).
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            await redis.flushall()
+            break
+        except BusyLoadingError:
+            assert time.monotonic() < deadline, "Redis still loading after 15 s"
+            await asyncio.sleep(0.1)
     await during
     log.accepted |= down.accepted
     await wait_settled(engine, log.accepted, limit_s=60)
