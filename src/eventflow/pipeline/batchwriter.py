@@ -10,7 +10,10 @@ transaction was in flight and commits them together: the fences of all their
 partitions are checked first (one statement, rows locked in partition order),
 then all rows are written by the same statements, in submission order, so each
 partition's rows keep their stream order. Nothing waits for company: a batch
-submitted to an idle writer is written at once.
+submitted to an idle writer is written at once. Up to ``in_flight`` (2)
+transactions run at the same time, so that reading, processing and committing
+overlap when a worker drains a backlog. A partition never has two batches in
+them: its next batch is submitted only after the previous one committed.
 
 If a combined transaction fails (a partition fenced out, a row the database
 refuses, a connection lost), each batch is written again in a transaction of its
@@ -56,12 +59,14 @@ class BatchWriter:
         engine: AsyncEngine,
         worker: str,
         max_rows: int = 5000,
+        in_flight: int = 2,
     ) -> None:
         self.engine = engine
         self.worker = worker
         self.max_rows = max_rows
+        self.in_flight = in_flight
         self._queue: list[_Submission] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def write(
         self,
@@ -72,8 +77,10 @@ class BatchWriter:
         """Commit one batch; the ids newly inserted into ``processed_events``."""
         submission = _Submission(processed, failed, fence)
         self._queue.append(submission)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="batch-writer")
+        if len(self._tasks) < self.in_flight:
+            task = asyncio.create_task(self._drain(), name="batch-writer")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await submission.done
 
     async def _drain(self) -> None:
