@@ -148,6 +148,25 @@ async def test_batches_of_several_partitions_commit_together_unless_one_is_fence
     assert await count(engine, "processed_events") == stored
 
 
+async def test_publishing_loads_the_script_into_a_redis_that_lost_it(
+    settings: Settings, redis: Redis, client: httpx.AsyncClient
+) -> None:
+    streams = Streams.from_settings(redis, settings)
+    events = [
+        {"event_type": "custom", "user_id": f"user-{n}", "properties": {"name": "x"}}
+        for n in range(20)
+    ]
+    assert (await client.post("/events/batch", json={"events": events[:10]})).json()[
+        "accepted"
+    ] == 10
+    await _until_async(lambda: _length(streams), 10, 5)
+    await redis.script_flush()  # as after a restart without persistence
+    assert (await client.post("/events/batch", json={"events": events[10:]})).json()[
+        "accepted"
+    ] == 10
+    await _until_async(lambda: _length(streams), 20, 5)
+
+
 async def _length(streams: Streams) -> int:
     return (await streams.state()).length
 

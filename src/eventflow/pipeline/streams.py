@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from eventflow.config import Settings
 from eventflow.errors import LeaseLost
@@ -171,11 +171,20 @@ class Stream:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def publish_into(self, pipe: Any, events: Sequence[Event]) -> None:
-        """Queue the publish of ``events`` (at most PUBLISH_CHUNK) on a pipeline."""
-        await self._publish(
-            keys=[self.stream], args=[e.to_message() for e in events], client=pipe
+    def publish_into(self, pipe: Any, events: Sequence[Event]) -> None:
+        """Queue the publish of ``events`` (at most PUBLISH_CHUNK) on a pipeline.
+
+        By the script's hash alone: a pipeline that carries a registered script
+        asks Redis whether the script exists first, a round trip of its own on
+        every publish. The caller loads the script when Redis does not have it
+        (``NoScriptError``)."""
+        pipe.evalsha(
+            self._publish.sha, 1, self.stream, *(e.to_message() for e in events)
         )
+
+    async def load_scripts(self) -> None:
+        """Load the publish script (into a Redis that restarted without it)."""
+        await self.redis.script_load(_PUBLISH)
 
     async def publish(self, events: Sequence[Event]) -> list[str]:
         """Append events, one command per chunk; returns their entry ids."""
@@ -407,14 +416,7 @@ class Streams:
         if not groups:
             return {}
         if self._pipelined and all(len(g) <= PUBLISH_CHUNK for g in groups.values()):
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for p, group in groups.items():
-                        await self.partitions[p].publish_into(pipe, group)
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
-                return dict.fromkeys(groups, exc)
-            return {}
+            return await self._publish_pipelined(groups)
         results = await asyncio.gather(
             *(self.partitions[p].publish(g) for p, g in groups.items()),
             return_exceptions=True,
@@ -424,6 +426,36 @@ class Streams:
             for p, r in zip(groups, results, strict=True)
             if isinstance(r, BaseException)
         }
+
+    async def _publish_pipelined(
+        self, groups: dict[int, list[Event]]
+    ) -> dict[int, BaseException]:
+        """One pipeline for every partition's publish (one Redis, not a cluster).
+        Partitions that Redis refused with ``NOSCRIPT`` (it restarted or was
+        flushed) are published again, once, after the script is loaded."""
+        failed: dict[int, BaseException] = {}
+        for attempt in range(2):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for p, group in groups.items():
+                        self.partitions[p].publish_into(pipe, group)
+                    replies = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as exc:
+                return {**failed, **dict.fromkeys(groups, exc)}
+            missing = {}
+            for (p, group), reply in zip(groups.items(), replies, strict=True):
+                if isinstance(reply, NoScriptError) and attempt == 0:
+                    missing[p] = group
+                elif isinstance(reply, BaseException):
+                    failed[p] = reply
+            if not missing:
+                break
+            try:
+                await self.partitions[0].load_scripts()
+            except (RedisError, OSError) as exc:
+                return {**failed, **dict.fromkeys(missing, exc)}
+            groups = missing
+        return failed
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Append events to their partitions, in the order given. Raises
