@@ -115,6 +115,15 @@ async def test_invalid_stream_entry_is_fixed_by_replaying_new_properties(
     (item,) = page["items"]
     assert item["error_type"] == "InvalidEvent"
     assert "amount" in item["error"]
+    # A correction that still breaks the schema is refused, naming the field,
+    # and changes nothing.
+    wrong = await client.post(
+        f"/dead-letters/{item['id']}/replay", json={"properties": {"amount": -1}}
+    )
+    assert wrong.status_code == 422, wrong.text
+    assert "amount" in wrong.text
+    again = (await client.get(f"/dead-letters/{item['id']}")).json()
+    assert again["replay_count"] == 0 and again["replayed_at"] is None
     fixed = await client.post(
         f"/dead-letters/{item['id']}/replay", json={"properties": {"amount": 3}}
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 
 from eventflow.api.deps import Admin, Context, Read
+from eventflow.errors import InvalidEvent
 from eventflow.security import audit
 from eventflow.store import deadletters as dl
 
@@ -105,8 +107,19 @@ async def replay_one(
 ) -> dl.ReplayResult:
     """Send the event through normal processing again (optionally with fixed
     properties). It still ends as exactly one row."""
-    if await dl.get_dead_letter(ctx.engine, dead_letter_id) is None:
+    dead = await dl.get_dead_letter(ctx.engine, dead_letter_id)
+    if dead is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "dead letter not found")
+    if body is not None and body.properties is not None and dead.payload:
+        # A correction is checked before anything changes, as the worker will
+        # check it (an undecodable payload is refused by the replay itself).
+        with contextlib.suppress(dl.NotReplayable):
+            await ctx.registry.ensure_loaded()
+            errors = dl.correction_errors(ctx.registry, dead.payload, body.properties)
+            if errors:
+                raise InvalidEvent(
+                    [{**e, "loc": ["body", *e.get("loc", [])]} for e in errors]
+                )
     result = await dl.replay(
         ctx.engine,
         ctx.streams,
