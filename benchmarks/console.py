@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import os
 import re
 import statistics
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from migration import machine
+from measure import emit, machine_info
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -386,14 +385,12 @@ def main() -> int:
         "pages": pages,
         **timings,
         "write_cost_of_the_console_indexes": writes,
-        "machine": machine(),
+        "machine": machine_info(),
         "command": f"python benchmarks/console.py --events {args.events} "
         f"--requests {args.requests} --write-batches {args.write_batches}",
         "date": datetime.now(UTC).date().isoformat(),
     }
-    print(json.dumps(result, indent=2))
-    if args.record:
-        args.record.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.record)
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -30,12 +29,12 @@ import orjson
 from redis.asyncio import Redis
 
 from eventflow.local.servers import LocalPostgres, LocalRedis, free_port
+from eventflow.procs import signal_on_parent_death
 from eventflow.store.migrate import upgrade
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 WRK_SCRIPT = BENCH_DIR / "wrk_single.lua"
-PR_SET_PDEATHSIG = 1
 TABLES = "raw_events, processed_events, failed_events"
 
 
@@ -45,8 +44,7 @@ class BenchError(RuntimeError):
 
 def _die_with_parent() -> None:
     """Child processes get SIGTERM when the harness dies, however it dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal_on_parent_death(signal.SIGTERM)
 
 
 def plain_pg_url(url: str) -> str:

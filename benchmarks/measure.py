@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import subprocess
@@ -73,6 +74,14 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_average_at_start": load_average(),
     }
+
+
+def emit(result: dict[str, Any], record: Path | None) -> None:
+    """Print a benchmark's result as JSON, and write it to ``record`` if given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if record is not None:
+        record.write_text(text + "\n")
 
 
 def git_info() -> dict[str, Any]:

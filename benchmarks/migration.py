@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from measure import emit, machine_info
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -60,16 +59,6 @@ FILL = [
     FROM generate_series(1, :n / 100)
     """,
 ]
-
-
-def machine() -> str:
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 async def fill(url: str, n: int) -> None:
@@ -126,13 +115,11 @@ def main() -> int:
         "fill_s": round(filled, 1),
         "migrate_s": round(took, 1),
         "rows_per_s": round((args.events * 2 + args.events // 100) / took),
-        "machine": machine(),
+        "machine": machine_info(),
         "command": "python benchmarks/migration.py --events " + str(args.events),
         "date": datetime.now(UTC).date().isoformat(),
     }
-    print(json.dumps(result, indent=2))
-    if args.record:
-        args.record.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.record)
     return 0
 
 

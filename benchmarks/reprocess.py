@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 from harness import BenchError, Stack, deployment, run_command
-from run import machine_info
+from measure import emit, machine_info
 
 
 async def load(stack: Stack, url: str, stream: str, rate: int, seconds: int) -> Any:
@@ -148,9 +147,6 @@ if __name__ == "__main__":
     parser.add_argument("--record", type=Path, default=None)
     arguments = parser.parse_args()
     result = asyncio.run(main(arguments))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if arguments.record:
-        arguments.record.write_text(text + "\n")
+    emit(result, arguments.record)
     if result["run"]["every_event_once"] is not True:
         raise SystemExit("the run did not re-process every event exactly once")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -25,15 +26,19 @@ class PermanentError(EventFlowError):
     """Retrying cannot help: dead-letter the event now."""
 
 
+def errors_text(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Errors in pydantic's shape as one line: ``loc.path: message; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors
+    )
+
+
 class InvalidEvent(PermanentError):
     """The event breaks a validation rule. ``errors`` use pydantic's error shape."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
-        summary = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors
-        )
-        super().__init__(summary or "invalid event")
+        super().__init__(errors_text(errors) or "invalid event")
 
 
 class UnknownSchema(InvalidEvent):

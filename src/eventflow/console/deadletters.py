@@ -21,10 +21,10 @@ from eventflow.console.web import (
     Posted,
     Reader,
     Refused,
-    errors_text,
     redirect,
     render,
 )
+from eventflow.errors import errors_text
 from eventflow.store import deadletters as dl
 
 router = APIRouter(

@@ -21,10 +21,10 @@ from eventflow.console.web import (
     ConsoleRoute,
     Posted,
     Reader,
-    errors_text,
     redirect,
     render,
 )
+from eventflow.errors import errors_text
 from eventflow.security import audit
 from eventflow.security.auth import active_key
 from eventflow.security.keys import Scope

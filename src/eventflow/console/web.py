@@ -8,7 +8,7 @@ JSON.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Annotated, Any
@@ -33,6 +33,7 @@ from eventflow.console.session import (
     signer_for,
     viewer_of,
 )
+from eventflow.errors import errors_text
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,6 @@ HEADERS = {
     "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
-
-
-def errors_text(errors: Sequence[Any]) -> str:
-    """Pydantic's errors as one line for a page."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors
-    )
 
 
 class NeedLogin(Exception):

@@ -9,7 +9,6 @@ run clean up a server that outlived a crash.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import hashlib
 import os
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
+from eventflow.procs import signal_on_parent_death
 
 
 class ServerError(RuntimeError):
@@ -35,8 +34,7 @@ def die_with_parent(sig: int) -> Callable[[], None]:
     (no orphans after a crash) and puts it in its own process group."""
 
     def preexec() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig)
+        signal_on_parent_death(sig)
         os.setpgrp()  # Ctrl-C in the terminal goes to the supervisor only
 
     return preexec

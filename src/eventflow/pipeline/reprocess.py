@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -48,6 +47,7 @@ from eventflow.errors import InvalidEvent
 from eventflow.jsoncodec import dumps
 from eventflow.pipeline.processing import enrich
 from eventflow.processors import Processor
+from eventflow.procs import signal_on_parent_death
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.store.events import event_from_raw
 
@@ -464,12 +464,8 @@ class ReprocessProcess:
 
 
 def _die_with(parent: int) -> None:
-    """Have the kernel stop this process when its parent dies (Linux)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    """Be killed with the worker: its batch rolls back, as the worker's own."""
+    signal_on_parent_death(signal.SIGKILL)
     if os.getppid() != parent:  # it died before that
         sys.exit(0)
 
