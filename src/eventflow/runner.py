@@ -19,10 +19,12 @@ from eventflow.config import Settings
 from eventflow.local.cluster import LocalRedisCluster
 from eventflow.local.servers import LocalPostgres, LocalRedis, die_with_parent
 from eventflow.metrics import Metrics
+from eventflow.pipeline.ownership import FENCE_WARMUP
 from eventflow.pipeline.worker import Worker
 from eventflow.redisconn import connect_redis
+from eventflow.store.events import WORKER_WARMUP
 from eventflow.store.migrate import upgrade
-from eventflow.store.tables import engine_for
+from eventflow.store.tables import engine_for, warm_pool
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,10 @@ async def run_worker(settings: Settings, until_empty: bool = False) -> int:
     # One commit in flight per owned partition, and the reconciler.
     engine = engine_for(
         settings, database_url, pool_size=2 + min(8, settings.partitions)
+    )
+    # A connection for each partition's commits and one for the rest.
+    await warm_pool(
+        engine, 1 + min(8, settings.partitions), [*FENCE_WARMUP, *WORKER_WARMUP]
     )
     redis = await connect_redis(
         settings,

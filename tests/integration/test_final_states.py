@@ -28,6 +28,7 @@ from eventflow.pipeline.reconciler import reconcile_once
 from eventflow.pipeline.streams import Streams
 from eventflow.pipeline.worker import Worker
 from eventflow.store.events import FailedRow, ProcessedRow, write_results
+from eventflow.store.tables import raw_transaction
 from tests.integration.helpers import app_client, count, first_stream
 
 
@@ -211,7 +212,7 @@ async def test_processed_and_dead_lettered_at_once_ends_in_one_table(
         first, second = (dead, stored) if dead_letter_first else (stored, dead)
 
         async def write(rows: list[Any], hold: asyncio.Event | None) -> None:
-            async with engine.begin() as conn:
+            async with raw_transaction(engine) as conn:
                 p = [r for r in rows if isinstance(r, ProcessedRow)]
                 f = [r for r in rows if isinstance(r, FailedRow)]
                 await write_results(conn, p, f, "w")

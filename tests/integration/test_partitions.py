@@ -22,6 +22,7 @@ from eventflow.pipeline.ownership import Ownership
 from eventflow.pipeline.streams import Streams
 from eventflow.pipeline.worker import Worker
 from eventflow.store.events import ProcessedRow, write_results
+from eventflow.store.tables import raw_transaction
 from tests.integration.helpers import count
 
 
@@ -87,11 +88,11 @@ async def test_a_worker_that_lost_its_lease_can_neither_read_nor_commit(
     assert entry.data is not None
     row = ProcessedRow(decode_message(entry.data), {}, 1)
     with pytest.raises(FencedOut):
-        async with engine.begin() as conn:
+        async with raw_transaction(engine) as conn:
             await write_results(conn, [row], [], "old", stale)
     assert await count(engine, "processed_events") == 0
     # The new owner commits it.
-    async with engine.begin() as conn:
+    async with raw_transaction(engine) as conn:
         assert await write_results(conn, [row], [], "new", new.owned[p])
     assert await count(engine, "processed_events") == 1
 

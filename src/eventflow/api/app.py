@@ -9,11 +9,14 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import asyncpg
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
+from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
 
 from eventflow import __version__
 from eventflow.api import (
@@ -26,6 +29,7 @@ from eventflow.api import (
     summary,
 )
 from eventflow.api.context import ApiContext
+from eventflow.api.fastpath import PATH, IngestFastPath
 from eventflow.api.limits import Limits, LimitsMiddleware
 from eventflow.api.middleware import CorrelationMiddleware
 from eventflow.api.responses import COMMON_RESPONSES, Json
@@ -40,11 +44,13 @@ from eventflow.metrics import Metrics
 from eventflow.pipeline.ingest import GroupCommitter
 from eventflow.pipeline.retry import is_transient
 from eventflow.pipeline.streams import Streams
+from eventflow.procs import freeze_startup_heap
 from eventflow.redisconn import connect_redis
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.security.keys import KeyCache
 from eventflow.security.ratelimit import RateLimiter
-from eventflow.store.tables import engine_for
+from eventflow.store.events import INGEST_WARMUP
+from eventflow.store.tables import engine_for, warm_pool
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +115,15 @@ def _overloaded(request: Request, exc: Exception) -> Json:
     )
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
+def create_app(settings: Settings, metrics: Metrics | None = None) -> EventFlowApi:
     database_url, redis_url = settings.require_urls()
     metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = engine_for(settings, database_url, settings.db_pool_size)
+        # The group commit's connection and one for other requests.
+        await warm_pool(engine, min(2, settings.db_pool_size), INGEST_WARMUP)
         redis = await connect_redis(
             settings, redis_url, settings.redis_socket_timeout_s
         )
@@ -153,44 +161,51 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
             await streams.ensure_group()
         app.state.ctx = ctx
         ctx.start()
+        freeze_startup_heap()
         try:
             yield
         finally:
             await ctx.close()
 
-    app = FastAPI(
+    # Outermost first: every route has them, and so has the fast path.
+    middleware = [
+        Middleware(CorrelationMiddleware, metrics=metrics),
+        Middleware(
+            LimitsMiddleware,
+            limits=Limits(
+                single_event_bytes=settings.max_event_bytes,
+                batch_bytes=settings.max_batch_bytes,
+                other_bytes=settings.max_request_bytes,
+                body_timeout_s=settings.body_timeout_s,
+            ),
+        ),
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=[
+                    "authorization",
+                    "x-api-key",
+                    "content-type",
+                    "x-correlation-id",
+                ],
+                expose_headers=["x-correlation-id", "retry-after"],
+                max_age=600,
+            )
+        )
+    app = EventFlowApi(
         title="EventFlow",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=Json,
         responses=COMMON_RESPONSES,
+        middleware=middleware,
     )
     app.state.metrics = metrics
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=[
-                "authorization",
-                "x-api-key",
-                "content-type",
-                "x-correlation-id",
-            ],
-            expose_headers=["x-correlation-id", "retry-after"],
-            max_age=600,
-        )
-    app.add_middleware(
-        LimitsMiddleware,
-        limits=Limits(
-            single_event_bytes=settings.max_event_bytes,
-            batch_bytes=settings.max_batch_bytes,
-            other_bytes=settings.max_request_bytes,
-            body_timeout_s=settings.body_timeout_s,
-        ),
-    )
-    app.add_middleware(CorrelationMiddleware, metrics=metrics)
     app.add_exception_handler(InvalidEvent, _invalid)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(DependencyUnavailable, _unavailable)
@@ -213,4 +228,28 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     from eventflow.console import console_router
 
     app.include_router(console_router())
+    app.fast_path = IngestFastPath(app, _route(events.router, "POST", PATH), middleware)
     return app
+
+
+class EventFlowApi(FastAPI):
+    """FastAPI, with ``POST /events`` served by ``api.fastpath``."""
+
+    fast_path: IngestFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and self.fast_path.matches(scope):
+            await self.fast_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _route(router: APIRouter, method: str, path: str) -> APIRoute:
+    for route in router.routes:
+        if (
+            isinstance(route, APIRoute)
+            and route.path == path
+            and method in (route.methods or ())
+        ):
+            return route
+    raise LookupError(f"no route {method} {path}")

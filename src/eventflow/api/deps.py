@@ -20,16 +20,21 @@ async def get_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(get_context)]
 
 
+async def principal_for(request: Request, ctx: ApiContext, scope: Scope) -> Principal:
+    """Who may make ``request``, which needs ``scope``: its key checked, then its
+    rate limit (401, 403, 429 or 503 otherwise)."""
+    s = ctx.settings
+    principal = await authorize(
+        request, ctx.keys, scope, s.auth_required, s.anonymous_ingest
+    )
+    limit_rate(principal, request, ctx.limiter, scope, s.anonymous_rate_limit)
+    return principal
+
+
 def _needs(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
     async def check(request: Request) -> Principal:
         # The context straight from the app: no nested dependency per request.
-        ctx: ApiContext = request.app.state.ctx
-        s = ctx.settings
-        principal = await authorize(
-            request, ctx.keys, scope, s.auth_required, s.anonymous_ingest
-        )
-        limit_rate(principal, request, ctx.limiter, scope, s.anonymous_rate_limit)
-        return principal
+        return await principal_for(request, request.app.state.ctx, scope)
 
     return check
 

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from eventflow import jsoncodec
+from eventflow.api.context import ApiContext
 from eventflow.api.deps import Context, Ingest, Read
 from eventflow.api.responses import Json
 from eventflow.errors import InvalidEvent, Overloaded, UnknownSchema
@@ -28,6 +29,7 @@ from eventflow.models import (
     validate_event,
 )
 from eventflow.pipeline.ingest import Outcome
+from eventflow.security.auth import Principal
 from eventflow.store.tables import failed_events, processed_events, raw_events
 
 router = APIRouter(tags=["events"])
@@ -117,16 +119,20 @@ async def _validate(
 )
 async def post_event(request: Request, ctx: Context, principal: Ingest) -> Json:
     """Store the event durably and queue it. ``202`` means it is in PostgreSQL."""
+    return await accept_one(
+        ctx, await request.body(), request.state.correlation_id, principal
+    )
+
+
+async def accept_one(
+    ctx: ApiContext, body: bytes, correlation_id: str, principal: Principal
+) -> Json:
+    """``POST /events`` once the caller is known: the route above, and the same
+    request served without FastAPI's routing (``api.fastpath``)."""
     _check_backpressure(ctx)
     await ctx.registry.ensure_loaded()
     now = datetime.now(UTC)
-    event = await _validate(
-        _parse_body(await request.body(), ctx),
-        ctx,
-        now,
-        request.state.correlation_id,
-        ("body",),
-    )
+    event = await _validate(_parse_body(body, ctx), ctx, now, correlation_id, ("body",))
     event.source = principal.name
     (result,) = await ctx.committer.submit([event])
     if result.outcome is Outcome.refused:

@@ -28,10 +28,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
+import asyncpg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.pipeline.ownership import Fence, check_fences
 from eventflow.store.events import FailedRow, ProcessedRow, write_results
+from eventflow.store.tables import raw_transaction
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +132,20 @@ class BatchWriter:
         fences = sorted(
             {s.fence for s in group if s.fence is not None}, key=lambda f: f.partition
         )
-        async with self.engine.begin() as conn:
-            if fences:
-                await check_fences(conn, fences)
-            return await write_results(
-                conn,
-                [p for s in group for p in s.processed],
-                [f for s in group for f in s.failed],
-                self.worker,
-            )
+        try:
+            async with raw_transaction(self.engine) as conn:
+                if fences:
+                    await check_fences(conn, fences)
+                return await write_results(
+                    conn,
+                    [p for s in group for p in s.processed],
+                    [f for s in group for f in s.failed],
+                    self.worker,
+                )
+        except asyncpg.PostgresError as exc:
+            # The worker's commit policy (retry, split, dead-letter) reads
+            # SQLAlchemy's errors, as elsewhere.
+            raise DBAPIError(None, None, exc) from exc
 
 
 async def _settle(s: _Submission, write: Callable[[], Awaitable[set[UUID]]]) -> None:

@@ -22,12 +22,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.errors import FencedOut
 from eventflow.pipeline.streams import Streams
+from eventflow.store.tables import Warmup
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,9 @@ _TAKE_TOKEN = text(
 # The first statement of every batch's transaction: it locks the partition's row,
 # so commits of one partition are serialised, and it fails once a newer owner
 # raised the token.
-_CHECK_TOKEN = text(
+_CHECK_TOKEN = (
     "UPDATE partition_owners SET committed_at = now() "
-    "WHERE stream = :stream AND partition = :partition AND token = :token"
+    "WHERE stream = $1 AND partition = $2 AND token = $3"
 )
 
 
@@ -74,23 +76,21 @@ class Fence:
     partition: int
     token: int
 
-    async def check(self, conn: AsyncConnection) -> None:
-        result = await conn.execute(
-            _CHECK_TOKEN,
-            {"stream": self.stream, "partition": self.partition, "token": self.token},
+    async def check(self, conn: asyncpg.Connection) -> None:
+        status = await conn.execute(
+            _CHECK_TOKEN, self.stream, self.partition, self.token
         )
-        if result.rowcount != 1:
+        if _rowcount(status) != 1:
             raise FencedOut(f"partition {self.partition} has a newer owner")
 
 
 # The same for the batches of several partitions committed together (one
 # statement): rows locked in partition order.
-_CHECK_TOKENS = text(
-    """
+_CHECK_TOKENS = """
     WITH mine AS (
         SELECT o.stream, o.partition FROM partition_owners o
-        JOIN unnest(CAST(:streams AS text[]), CAST(:partitions AS int[]),
-                    CAST(:tokens AS bigint[])) AS f(stream, partition, token)
+        JOIN unnest($1::text[], $2::int[], $3::bigint[])
+            AS f(stream, partition, token)
             ON o.stream = f.stream AND o.partition = f.partition
             AND o.token = f.token
         ORDER BY o.stream, o.partition
@@ -98,25 +98,34 @@ _CHECK_TOKENS = text(
     )
     UPDATE partition_owners o SET committed_at = now() FROM mine
     WHERE o.stream = mine.stream AND o.partition = mine.partition
-    """
-)
+"""
 
 
-async def check_fences(conn: AsyncConnection, fences: Sequence[Fence]) -> None:
+# The fence checks, matching no partition (``tables.warm_pool``).
+FENCE_WARMUP: list[Warmup] = [
+    (_CHECK_TOKEN, ("", -1, -1)),
+    (_CHECK_TOKENS, ([], [], [])),
+]
+
+
+async def check_fences(conn: asyncpg.Connection, fences: Sequence[Fence]) -> None:
     """``Fence.check`` for several partitions in one round trip."""
     if len(fences) == 1:
         await fences[0].check(conn)
         return
-    result = await conn.execute(
+    status = await conn.execute(
         _CHECK_TOKENS,
-        {
-            "streams": [f.stream for f in fences],
-            "partitions": [f.partition for f in fences],
-            "tokens": [f.token for f in fences],
-        },
+        [f.stream for f in fences],
+        [f.partition for f in fences],
+        [f.token for f in fences],
     )
-    if result.rowcount != len(fences):
+    if _rowcount(status) != len(fences):
         raise FencedOut("a partition of the batch has a newer owner")
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command tag (``UPDATE 3``)."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 @dataclass(frozen=True, slots=True)

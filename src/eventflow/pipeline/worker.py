@@ -37,6 +37,7 @@ from eventflow.pipeline.reprocess import Reprocessor, ReprocessProcess
 from eventflow.pipeline.retry import is_transient, retrying
 from eventflow.pipeline.streams import Entry, Stream, Streams, entry_ms
 from eventflow.processors import Processor, load_processors
+from eventflow.procs import freeze_startup_heap
 from eventflow.schemas.registry import SchemaRegistry
 from eventflow.store import lifecycle
 from eventflow.store.events import (
@@ -173,6 +174,7 @@ class Worker:
                     if not self.registry.loaded:
                         await self.registry.ensure_loaded()
                         self.metrics.precreate(self.registry.types)
+                        freeze_startup_heap()
                     if time.monotonic() >= next_tick:
                         # While a partition that is ours is still being handed
                         # over, look again soon rather than in a third of a lease.
@@ -331,6 +333,15 @@ class Worker:
                         await asyncio.gather(batch, return_exceptions=True)
                         raise
                 prev = batch
+                if len(entries) < s.worker_batch_size:
+                    # This read emptied the partition: rather than read again
+                    # now (a round trip that finds nothing, under a light flow),
+                    # let the batch commit, then wait for what came meanwhile
+                    # (at once if something did). The next batch could not
+                    # commit before this one anyway.
+                    prev = None
+                    await batch
+                    await stream.wait_for_new(last_id, s.worker_block_ms)
             if prev is not None:
                 await prev
         finally:

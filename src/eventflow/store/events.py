@@ -15,7 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventflow.jsoncodec import dumps
 from eventflow.models import Event
-from eventflow.store.tables import failed_events, processed_events, raw_events
+from eventflow.store.tables import (
+    Warmup,
+    failed_events,
+    processed_events,
+    raw_events,
+    raw_transaction,
+)
 
 if TYPE_CHECKING:
     from eventflow.pipeline.ownership import Fence
@@ -30,6 +36,8 @@ def _utc(value: datetime) -> datetime:
 
 
 AwareTime = Annotated[datetime, AfterValidator(_utc)]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # an argument for statements warmed up
 
 # The group commit talks to asyncpg directly (a prepared statement each, no
 # SQLAlchemy statement compilation or greenlet switch per round trip): it runs for
@@ -108,6 +116,13 @@ class InsertOutcome:
     existing: dict[UUID, Existing]
 
 
+# The group commit's statements, with nothing to store (``tables.warm_pool``).
+INGEST_WARMUP: list[Warmup] = [
+    (_LOCK_IDS, ([],)),
+    (_INSERT_RAW, (*([],) * 11, _EPOCH)),
+]
+
+
 async def insert_raw_events(
     engine: AsyncEngine, events: Sequence[Event], window: timedelta
 ) -> InsertOutcome:
@@ -132,16 +147,9 @@ async def insert_raw_events(
     )
     inserted: set[UUID] = set()
     existing: dict[UUID, Existing] = {}
-    async with engine.connect() as sa_conn:
-        raw = await sa_conn.get_raw_connection()
-        conn: asyncpg.Connection = raw.driver_connection
-        try:
-            async with conn.transaction():
-                await conn.execute(_LOCK_IDS, sorted(set(ids), key=lambda i: i.bytes))
-                rows = await conn.fetch(_INSERT_RAW, *args)
-        except (OSError, asyncpg.InterfaceError):
-            await sa_conn.invalidate()  # not back into the pool
-            raise
+    async with raw_transaction(engine) as conn:
+        await conn.execute(_LOCK_IDS, sorted(set(ids), key=lambda i: i.bytes))
+        rows = await conn.fetch(_INSERT_RAW, *args)
     for event_id, hash_, received_at, was_inserted in rows:
         if was_inserted:
             inserted.add(event_id)
@@ -172,57 +180,51 @@ class FailedRow:
     received_at: datetime
 
 
-_INSERT_PROCESSED = text(
-    """
+# The worker's write, like the group commit, talks to asyncpg directly: it runs
+# for every batch, and a light flow of events makes batches of one or two.
+_INSERT_PROCESSED = """
     WITH ins AS (
         INSERT INTO processed_events (event_id, event_type, user_id,
             event_timestamp, properties, enrichment, correlation_id, received_at,
             processed_by, attempts, schema_version)
         SELECT t.event_id, t.event_type, t.user_id, t.ts, CAST(t.props AS jsonb),
-            CAST(t.enrichment AS jsonb), t.cid, t.received_at, :worker, t.attempts,
+            CAST(t.enrichment AS jsonb), t.cid, t.received_at, $11, t.attempts,
             t.version
         FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:users AS text[]),
-            CAST(:ts AS timestamptz[]), CAST(:props AS text[]),
-            CAST(:enrichment AS text[]), CAST(:cids AS text[]),
-            CAST(:received AS timestamptz[]), CAST(:attempts AS int[]),
-            CAST(:versions AS int[])
+            $1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+            $6::text[], $7::text[], $8::timestamptz[], $9::int[], $10::int[]
         ) AS t(event_id, event_type, user_id, ts, props, enrichment, cid,
                received_at, attempts, version)
         ON CONFLICT (event_id, received_at) DO NOTHING
         RETURNING event_id
     ),
     keys AS (
-        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:received AS timestamptz[]))
+        SELECT * FROM unnest($1::uuid[], $8::timestamptz[])
             AS k(event_id, received_at)
     ),
     settle AS (
         UPDATE raw_events r SET status = 'processed', settled_at = now()
         FROM keys
         WHERE r.event_id = keys.event_id AND r.received_at = keys.received_at
-            AND r.received_at BETWEEN :lo AND :hi AND r.status <> 'processed'
+            AND r.received_at BETWEEN $12 AND $13 AND r.status <> 'processed'
         RETURNING r.event_id
     ),
     resolved AS (
         DELETE FROM failed_events f USING keys
         WHERE f.event_id = keys.event_id AND f.received_at = keys.received_at
-            AND f.received_at BETWEEN :lo AND :hi
+            AND f.received_at BETWEEN $12 AND $13
         RETURNING f.event_id
     )
     SELECT event_id FROM ins
-    """
-)
+"""
 
-_INSERT_FAILED = text(
-    """
+_INSERT_FAILED = """
     WITH ins AS (
         INSERT INTO failed_events (event_id, event_type, payload, error, error_type,
             attempts, correlation_id, stream_entry_id, received_at)
         SELECT * FROM unnest(
-            CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:payloads AS text[]),
-            CAST(:errors AS text[]), CAST(:error_types AS text[]),
-            CAST(:attempts AS int[]), CAST(:cids AS text[]),
-            CAST(:entries AS text[]), CAST(:received AS timestamptz[])
+            $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+            $7::text[], $8::text[], $9::timestamptz[]
         ) AS t(event_id, event_type, payload, error, error_type, attempts, cid,
                entry, received_at)
         -- An event already processed is never also a dead letter.
@@ -243,29 +245,39 @@ _INSERT_FAILED = text(
     UPDATE raw_events r SET status = 'failed', settled_at = now()
     FROM ins
     WHERE r.event_id = ins.event_id AND r.received_at = ins.received_at
-        AND r.received_at BETWEEN :lo AND :hi
-    """
-)
+        AND r.received_at BETWEEN $10 AND $11
+"""
 
 
-_LOCK_RAW = text(
+_LOCK_RAW = (
     "SELECT 1 FROM raw_events r "
-    "JOIN unnest(CAST(:ids AS uuid[]), CAST(:received AS timestamptz[])) "
-    "AS k(event_id, received_at) "
+    "JOIN unnest($1::uuid[], $2::timestamptz[]) AS k(event_id, received_at) "
     "ON r.event_id = k.event_id AND r.received_at = k.received_at "
-    "WHERE r.received_at BETWEEN :lo AND :hi "
+    "WHERE r.received_at BETWEEN $3 AND $4 "
     "ORDER BY r.event_id FOR UPDATE OF r"
 )
 
 
+# The worker's statements, with nothing to write (``tables.warm_pool``).
+WORKER_WARMUP: list[Warmup] = [
+    (_LOCK_RAW, ([], [], _EPOCH, _EPOCH)),
+    (
+        _INSERT_PROCESSED,
+        ([], [], [], [], [], [], [], [], [], [], "", _EPOCH, _EPOCH),
+    ),
+    (_INSERT_FAILED, ([], [], [], [], [], [], [], [], [], _EPOCH, _EPOCH)),
+]
+
+
 async def write_results(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     processed: Sequence[ProcessedRow],
     failed: Sequence[FailedRow],
     worker: str,
     fence: Fence | None = None,
 ) -> set[UUID]:
-    """Write one worker batch inside the caller's transaction.
+    """Write one worker batch inside the caller's transaction
+    (``store.tables.raw_transaction``).
 
     Returns the ids newly inserted into ``processed_events``; ids missing from the
     result were already there (a redelivery), which changes nothing.
@@ -290,46 +302,41 @@ async def write_results(
         key=lambda k: k[0].bytes,
     )
     # The range of acceptance times: PostgreSQL reads only those partitions.
-    bounds = {"lo": min(k[1] for k in keys), "hi": max(k[1] for k in keys)}
-    await conn.execute(
-        _LOCK_RAW,
-        {"ids": [k[0] for k in keys], "received": [k[1] for k in keys], **bounds},
-    )
+    lo, hi = min(k[1] for k in keys), max(k[1] for k in keys)
+    await conn.execute(_LOCK_RAW, [k[0] for k in keys], [k[1] for k in keys], lo, hi)
     if processed:
         events = [p.event for p in processed]
-        result = await conn.execute(
+        rows = await conn.fetch(
             _INSERT_PROCESSED,
-            {
-                "ids": [e.event_id for e in events],
-                "types": [e.event_type for e in events],
-                "users": [e.user_id for e in events],
-                "ts": [e.timestamp for e in events],
-                "props": [dumps(e.properties).decode() for e in events],
-                "enrichment": [dumps(p.enrichment).decode() for p in processed],
-                "cids": [e.correlation_id for e in events],
-                "received": [e.received_at for e in events],
-                "attempts": [p.attempts for p in processed],
-                "versions": [e.schema_version for e in events],
-                "worker": worker,
-                **bounds,
-            },
+            [e.event_id for e in events],
+            [e.event_type for e in events],
+            [e.user_id for e in events],
+            [e.timestamp for e in events],
+            [dumps(e.properties).decode() for e in events],
+            [dumps(p.enrichment).decode() for p in processed],
+            [e.correlation_id for e in events],
+            [e.received_at for e in events],
+            [p.attempts for p in processed],
+            [e.schema_version for e in events],
+            worker,
+            lo,
+            hi,
         )
-        inserted = {row[0] for row in result}
+        inserted = {row[0] for row in rows}
     if failed:
         await conn.execute(
             _INSERT_FAILED,
-            {
-                "ids": [f.event_id for f in failed],
-                "types": [f.event_type for f in failed],
-                "payloads": [f.payload for f in failed],
-                "errors": [f.error for f in failed],
-                "error_types": [f.error_type for f in failed],
-                "attempts": [f.attempts for f in failed],
-                "cids": [f.correlation_id for f in failed],
-                "entries": [f.stream_entry_id for f in failed],
-                "received": [f.received_at for f in failed],
-                **bounds,
-            },
+            [f.event_id for f in failed],
+            [f.event_type for f in failed],
+            [f.payload for f in failed],
+            [f.error for f in failed],
+            [f.error_type for f in failed],
+            [f.attempts for f in failed],
+            [f.correlation_id for f in failed],
+            [f.stream_entry_id for f in failed],
+            [f.received_at for f in failed],
+            lo,
+            hi,
         )
     return inserted
 

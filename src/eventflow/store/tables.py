@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -18,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from eventflow.config import Settings
 
@@ -237,3 +242,59 @@ def engine_for(settings: Settings, url: str, pool_size: int) -> AsyncEngine:
     return create_engine(
         url, pool_size, settings.db_connect_timeout_s, settings.db_command_timeout_s
     )
+
+
+# A statement to run once on each new connection: SQL and its arguments.
+Warmup = tuple[str, tuple[object, ...]]
+
+
+async def warm_pool(
+    engine: AsyncEngine, connections: int, statements: Sequence[Warmup] = ()
+) -> None:
+    """Open ``connections`` pooled connections now, together, and run the hot
+    path's ``statements`` on each (with empty arrays, in a transaction rolled
+    back). Otherwise the first requests or batches pay for it, one connection
+    at a time: a new PostgreSQL backend, its first look at the tables and
+    partitions, the preparing and planning of each statement. Skipped quietly
+    when PostgreSQL is not reachable yet; the pool then connects on demand."""
+    opened = await asyncio.gather(
+        *(engine.connect().start() for _ in range(connections)),
+        return_exceptions=True,
+    )
+    for conn in opened:
+        if isinstance(conn, BaseException):
+            continue
+        with contextlib.suppress(Exception):
+            if statements:
+                await _prepare(conn, statements)
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+async def _prepare(sa_conn: AsyncConnection, statements: Sequence[Warmup]) -> None:
+    raw = await sa_conn.get_raw_connection()
+    conn: asyncpg.Connection = raw.driver_connection
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        for sql, args in statements:
+            await conn.fetch(sql, *args)
+    finally:
+        await transaction.rollback()
+
+
+@contextlib.asynccontextmanager
+async def raw_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a pooled connection, in asyncpg itself: for the statements
+    run for every group of requests or batch of entries (prepared once per
+    connection; no statement compilation or greenlet switch per round trip). A
+    connection that failed is not put back into the pool."""
+    async with engine.connect() as sa_conn:
+        raw = await sa_conn.get_raw_connection()
+        conn: asyncpg.Connection = raw.driver_connection
+        try:
+            async with conn.transaction():
+                yield conn
+        except (OSError, asyncpg.InterfaceError):
+            await sa_conn.invalidate()
+            raise
