@@ -101,7 +101,10 @@ async def run_worker(settings: Settings, until_empty: bool = False) -> int:
     port = _serve_metrics(metrics, settings.worker_metrics_port)
     # One commit in flight per owned partition, and the reconciler.
     engine = engine_for(
-        settings, database_url, pool_size=2 + min(8, settings.partitions)
+        settings,
+        database_url,
+        pool_size=2 + min(8, settings.partitions),
+        generic_plans=True,
     )
     # A connection for each partition's commits and one for the rest.
     await warm_pool(

@@ -51,13 +51,6 @@ _LOCK_IDS = (
     "FROM unnest($1::uuid[]) AS i"
 )
 
-# How much later than this process's clock another API process may have stamped
-# the first copy of an event. The duplicate probe reads the partitions from the
-# duplicate-detection window's start to the group's latest acceptance time plus
-# this, not the empty partitions created ahead for the coming days (each probed
-# partition costs every group commit a scan).
-CLOCK_SKEW = timedelta(minutes=10)
-
 # Insert every event of a group commit that is not stored yet (within the
 # duplicate-detection window); report, for each id, whether this statement
 # inserted it or which body it already had. The outer SELECT sees the snapshot
@@ -80,8 +73,7 @@ _INSERT_RAW = """
         FROM incoming
         WHERE NOT EXISTS (
             SELECT 1 FROM raw_events r
-            WHERE r.event_id = incoming.event_id
-                AND r.received_at BETWEEN $12 AND $13)
+            WHERE r.event_id = incoming.event_id AND r.received_at >= $12)
         ON CONFLICT (event_id, received_at) DO NOTHING
         RETURNING event_id
     )
@@ -91,7 +83,7 @@ _INSERT_RAW = """
     UNION ALL
     SELECT r.event_id, r.body_hash, r.received_at, false
     FROM raw_events r
-    WHERE r.event_id = ANY($1::uuid[]) AND r.received_at BETWEEN $12 AND $13
+    WHERE r.event_id = ANY($1::uuid[]) AND r.received_at >= $12
 """
 
 
@@ -127,7 +119,7 @@ class InsertOutcome:
 # The group commit's statements, with nothing to store (``tables.warm_pool``).
 INGEST_WARMUP: list[Warmup] = [
     (_LOCK_IDS, ([],)),
-    (_INSERT_RAW, (*([],) * 11, _EPOCH, _EPOCH)),
+    (_INSERT_RAW, (*([],) * 11, _EPOCH)),
 ]
 
 
@@ -152,7 +144,6 @@ async def insert_raw_events(
         [e.source for e in events],
         [e.partition_key for e in events],
         min(e.received_at for e in events) - window,
-        max(e.received_at for e in events) + CLOCK_SKEW,
     )
     inserted: set[UUID] = set()
     existing: dict[UUID, Existing] = {}
