@@ -15,7 +15,6 @@ registered and documented in OpenAPI.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,6 @@ from eventflow.security.keys import Scope as KeyScope
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-log = logging.getLogger(__name__)
 
 PATH = "/events"
 
