@@ -121,6 +121,12 @@ async def watch(browser: Browser, base_url: str, viewport: dict[str, int]) -> Wa
         watched.errors.append(f"JavaScript error on {page.url}: {error}")
 
     def on_request_failed(request: Request) -> None:
+        # The browser's own favicon fetch is cancelled when the page navigates
+        # away before it ends: nothing failed on the server.
+        if request.url.endswith("/favicon.svg") and "ERR_ABORTED" in (
+            request.failure or ""
+        ):
+            return
         watched.errors.append(f"request failed: {request.url} ({request.failure})")
 
     def on_response(response: Response) -> None:
