@@ -332,6 +332,9 @@ def main() -> int:
             timings["migration_0008_console_indexes_s"] = round(
                 time.monotonic() - started, 1
             )
+            started = time.monotonic()
+            upgrade(url, "head")  # 0009: unsettled_events from the accepted rows
+            timings["migration_0009_unsettled_s"] = round(time.monotonic() - started, 1)
             asyncio.run(_analyze(url))
             key, found = asyncio.run(_setup(url))
             port = free_port()

@@ -35,7 +35,7 @@ from eventflow.store.migrate import upgrade
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 WRK_SCRIPT = BENCH_DIR / "wrk_single.lua"
-TABLES = "raw_events, processed_events, failed_events"
+TABLES = "raw_events, unsettled_events, processed_events, failed_events"
 
 
 class BenchError(RuntimeError):

@@ -387,5 +387,27 @@ DROP INDEX IF EXISTS ix_failed_events_type;
 
 UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
 
+-- Running upgrade 0008 -> 0009
+
+CREATE TABLE IF NOT EXISTS unsettled_events (
+            received_at timestamptz NOT NULL,
+            event_id uuid NOT NULL,
+            published_at timestamptz NOT NULL,
+            PRIMARY KEY (received_at, event_id)
+        );
+
+INSERT INTO unsettled_events (received_at, event_id, published_at)
+        SELECT received_at, event_id, published_at FROM raw_events
+        WHERE status = 'accepted'
+        ON CONFLICT DO NOTHING;
+
+CREATE INDEX ix_raw_events_failed_time ON raw_events (received_at, event_id) WHERE status IN ('failed', 'quarantined');
+
+DROP INDEX IF EXISTS ix_raw_events_unsettled;
+
+DROP INDEX IF EXISTS ix_raw_events_unprocessed_time;
+
+UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';
+
 COMMIT;
 

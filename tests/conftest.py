@@ -92,8 +92,9 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "TRUNCATE raw_events, processed_events, failed_events, api_keys, "
-                "audit_log, partition_owners, reprocess_runs"
+                "TRUNCATE raw_events, unsettled_events, processed_events, "
+                "failed_events, api_keys, audit_log, partition_owners, "
+                "reprocess_runs"
             )
         )
         # Back to the schemas the migration installed.

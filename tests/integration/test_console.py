@@ -131,7 +131,15 @@ async def test_event_searches_are_index_ordered(engine: AsyncEngine) -> None:
                 """
             )
         )
+        await conn.execute(
+            text(
+                "INSERT INTO unsettled_events (received_at, event_id, published_at) "
+                "SELECT received_at, event_id, published_at FROM raw_events "
+                "WHERE status = 'accepted'"
+            )
+        )
         await conn.execute(text("ANALYZE raw_events"))
+        await conn.execute(text("ANALYZE unsettled_events"))
     async with engine.connect() as known:
         sample = (
             await known.execute(
@@ -142,18 +150,22 @@ async def test_event_searches_are_index_ordered(engine: AsyncEngine) -> None:
     after = (now, uuid4())
     # Each search and the index (migration 0008) it reads on every partition.
     searches = {
+        # Events on their way and processed ones: in time order, each row's
+        # unsettled_events row looked up by its key.
         "ix_raw_events_time_id": [
             EventSearch(),
             EventSearch(since=now - timedelta(days=1), until=now),
+            EventSearch(status="accepted"),
+            EventSearch(status="processed"),
         ],
         "ix_raw_events_type_time": [
             EventSearch(event_type="purchase"),
             EventSearch(event_type="custom", since=now - timedelta(hours=30)),
         ],
         "ix_raw_events_user_time": [EventSearch(user_id="user-42")],
-        "ix_raw_events_unprocessed_time": [
+        "ix_raw_events_failed_time": [
             EventSearch(status="failed"),
-            EventSearch(status="accepted"),
+            EventSearch(status="quarantined"),
         ],
         "ix_raw_events_correlation": [EventSearch(correlation_id="cid-17")],
         "raw_events_pkey": [EventSearch(event_id=sample.event_id)],

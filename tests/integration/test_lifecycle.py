@@ -23,9 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from eventflow.config import Settings
 from eventflow.pipeline.worker import Worker
 from eventflow.store import lifecycle
-from eventflow.store.migrate import upgrade_async
 from tests.conftest import Services
-from tests.integration.helpers import count
+from tests.integration.helpers import count, database_at
 
 
 async def _partitions(
@@ -146,18 +145,8 @@ async def test_duplicates_are_detected_within_the_window(
 @pytest.fixture
 async def old_database(services: Services) -> AsyncIterator[str]:
     """A database of its own, at the schema before time partitions (0005)."""
-    admin = create_async_engine(
-        services.database_url, isolation_level="AUTOCOMMIT", pool_size=1
-    )
-    name = f"conv_{uuid.uuid4().hex[:8]}"
-    async with admin.connect() as conn:
-        await conn.execute(text(f"CREATE DATABASE {name}"))
-    url = services.database_url.rsplit("/", 1)[0] + f"/{name}"
-    await upgrade_async(url, "0005")
-    yield url
-    async with admin.connect() as conn:
-        await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    await admin.dispose()
+    async with database_at(services.database_url, "0005") as url:
+        yield url
 
 
 async def test_conversion_killed_midway_resumes(old_database: str) -> None:

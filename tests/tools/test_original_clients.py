@@ -45,7 +45,10 @@ async def _settled(live: Live, n: int, within_s: float = 20.0) -> None:
     while time.monotonic() < deadline:
         async with live.engine.connect() as conn:
             done = await conn.scalar(
-                text("SELECT count(*) FROM raw_events WHERE status <> 'accepted'")
+                text(
+                    "SELECT (SELECT count(*) FROM raw_events) "
+                    "- (SELECT count(*) FROM unsettled_events)"
+                )
             )
         if done == n:
             return

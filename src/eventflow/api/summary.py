@@ -26,7 +26,7 @@ _COUNTS = text(
         (SELECT count(*) FROM raw_events) AS received,
         (SELECT count(*) FROM processed_events) AS processed,
         (SELECT count(*) FROM failed_events) AS failed,
-        (SELECT count(*) FROM raw_events WHERE status = 'accepted') AS unsettled
+        (SELECT count(*) FROM unsettled_events) AS unsettled
     """
 )
 

@@ -40,7 +40,7 @@ _NOW = text(
     SELECT
         (SELECT count(*) FROM raw_events
          WHERE received_at > now() - interval '60 seconds') AS received_last_min,
-        (SELECT count(*) FROM raw_events WHERE status = 'accepted') AS unsettled,
+        (SELECT count(*) FROM unsettled_events) AS unsettled,
         (SELECT count(*) FROM failed_events WHERE replayed_at IS NULL) AS dead
     """
 )

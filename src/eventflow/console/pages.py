@@ -229,6 +229,7 @@ async def event_page(
         "event.html",
         {
             "event_id": event_id,
+            "status": found.status,
             "raw": raw,
             "processed": done,
             "dead": dead,

@@ -1,7 +1,7 @@
 """Republishes accepted events that Redis no longer holds.
 
-An accepted event lives in ``raw_events`` with status ``accepted`` until a worker
-settles it. If Redis lost it (restart without persistence, FLUSHALL, a failed
+An accepted event has a row in ``unsettled_events`` until a worker settles it.
+If Redis lost it (restart without persistence, FLUSHALL, a failed
 publish, an API killed between commit and publish), nothing would ever process it.
 The reconciler finds such events and publishes them again. An event is only
 republished when it was published (``published_at``) well before the oldest entry
@@ -29,14 +29,20 @@ PUBLISH_SLACK = timedelta(seconds=5)
 
 _CLAIM = text(
     """
+    WITH stale AS (
+        UPDATE unsettled_events u SET published_at = now()
+        FROM (
+            SELECT received_at, event_id FROM unsettled_events
+            WHERE published_at < :cutoff
+            ORDER BY published_at
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) s
+        WHERE u.received_at = s.received_at AND u.event_id = s.event_id
+        RETURNING u.received_at, u.event_id
+    )
     UPDATE raw_events r SET published_at = now(), publish_count = publish_count + 1
-    FROM (
-        SELECT event_id, received_at FROM raw_events
-        WHERE status = 'accepted' AND published_at < :cutoff
-        ORDER BY published_at
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ) stale
+    FROM stale
     WHERE r.event_id = stale.event_id AND r.received_at = stale.received_at
     RETURNING r.event_id, r.event_type, r.user_id, r.event_timestamp, r.properties,
         r.body_hash, r.correlation_id, r.received_at, r.partition_key,

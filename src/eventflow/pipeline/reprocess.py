@@ -117,7 +117,9 @@ _RUN_COLUMNS = (
 _COUNT = text(
     "SELECT count(*) FROM raw_events WHERE received_at >= :lo AND received_at < :hi "
     "AND (CAST(:type AS text) IS NULL OR event_type = :type) "
-    "AND status IN ('processed', 'failed')"
+    "AND status <> 'quarantined' AND NOT EXISTS (SELECT 1 FROM unsettled_events u "
+    "WHERE u.received_at = raw_events.received_at "
+    "AND u.event_id = raw_events.event_id)"
 )
 
 # The next batch after the cursor, with the stored processed row if any.
@@ -133,7 +135,9 @@ _BATCH = text(
     WHERE r.received_at >= :lo AND r.received_at < :hi
         AND (r.received_at, r.event_id) > (:after_ts, :after_id)
         AND (CAST(:type AS text) IS NULL OR r.event_type = :type)
-        AND r.status IN ('processed', 'failed')
+        AND r.status <> 'quarantined'
+        AND NOT EXISTS (SELECT 1 FROM unsettled_events u
+            WHERE u.received_at = r.received_at AND u.event_id = r.event_id)
     ORDER BY r.received_at, r.event_id
     LIMIT :n
     """
@@ -171,7 +175,7 @@ _WRITE = text(
         FROM incoming i
         WHERE r.event_id = i.event_id AND r.received_at = i.received_at
             AND r.received_at >= :lo AND r.received_at < :hi
-            AND r.status <> 'processed'
+            AND r.status IN ('failed', 'quarantined')
         RETURNING 1
     ),
     resolved AS (

@@ -35,7 +35,13 @@ from eventflow.pipeline.processing import enrich
 from eventflow.pipeline.reconciler import reconcile_once
 from eventflow.pipeline.reprocess import Reprocessor, ReprocessProcess
 from eventflow.pipeline.retry import is_transient, retrying
-from eventflow.pipeline.streams import Entry, Stream, Streams, entry_ms
+from eventflow.pipeline.streams import (
+    Entry,
+    Stream,
+    Streams,
+    entry_ms,
+    partition_key,
+)
 from eventflow.processors import Processor, load_processors
 from eventflow.procs import freeze_startup_heap
 from eventflow.schemas.registry import SchemaRegistry
@@ -640,6 +646,7 @@ class Worker:
             received_at=event.received_at
             if event is not None
             else datetime.fromtimestamp(entry_ms(entry.entry_id) / 1000, UTC),
+            key=partition_key(event) if event is not None else None,
         )
         log.warning(
             "event dead-lettered",
@@ -705,6 +712,7 @@ class Worker:
                 correlation_id=event.correlation_id,
                 stream_entry_id="",
                 received_at=event.received_at,
+                key=partition_key(event),
             )
         else:
             dead = failed[0]

@@ -15,13 +15,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventflow.errors import InvalidEvent, UndecodableMessage
 from eventflow.models import Event, decode_message, event_document
 from eventflow.pipeline.streams import Streams
 from eventflow.schemas.registry import SchemaRegistry
-from eventflow.store.tables import failed_events, raw_events
+from eventflow.store.tables import failed_events, raw_events, unsettled_events
 
 # A filter's text cannot hold NUL (PostgreSQL text cannot), nor be unbounded.
 FilterText = Annotated[str, Field(max_length=1000, pattern=r"^[^\x00]*$")]
@@ -255,6 +256,20 @@ async def replay(
             update(raw_events)
             .where(raw_events.c.event_id.in_([e.event_id for e in events]))
             .values(status="accepted", settled_at=None, published_at=func.now())
+        )
+        await conn.execute(
+            pg_insert(unsettled_events)
+            .values(
+                [
+                    {
+                        "received_at": e.received_at,
+                        "event_id": e.event_id,
+                        "published_at": func.now(),
+                    }
+                    for e in events
+                ]
+            )
+            .on_conflict_do_nothing()
         )
         # Publish inside the transaction: if Redis fails, nothing changes.
         await streams.publish(events)

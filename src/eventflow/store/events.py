@@ -10,17 +10,29 @@ from uuid import UUID
 
 import asyncpg
 from pydantic import AfterValidator, BaseModel, Field
-from sqlalchemy import Table, and_, literal, select, text, tuple_
+from sqlalchemy import (
+    Boolean,
+    Table,
+    and_,
+    case,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventflow.jsoncodec import dumps
 from eventflow.models import Event
+from eventflow.pipeline.streams import partition_key, partition_of
 from eventflow.store.tables import (
     Warmup,
     failed_events,
     processed_events,
     raw_events,
     raw_transaction,
+    unsettled_events,
 )
 
 if TYPE_CHECKING:
@@ -52,9 +64,10 @@ _LOCK_IDS = (
 )
 
 # Insert every event of a group commit that is not stored yet (within the
-# duplicate-detection window); report, for each id, whether this statement
-# inserted it or which body it already had. The outer SELECT sees the snapshot
-# taken before the INSERT, so it returns only rows that existed before.
+# duplicate-detection window), each with its row in unsettled_events; report, for
+# each id, whether this statement inserted it or which body it already had. The
+# outer SELECT sees the snapshot taken before the INSERT, so it returns only rows
+# that existed before.
 _INSERT_RAW = """
     WITH incoming AS (
         SELECT * FROM unnest(
@@ -75,7 +88,11 @@ _INSERT_RAW = """
             SELECT 1 FROM raw_events r
             WHERE r.event_id = incoming.event_id AND r.received_at >= $12)
         ON CONFLICT (event_id, received_at) DO NOTHING
-        RETURNING event_id
+        RETURNING event_id, received_at
+    ),
+    pending AS (
+        INSERT INTO unsettled_events (received_at, event_id, published_at)
+        SELECT received_at, event_id, received_at FROM ins
     )
     SELECT event_id, NULL AS body_hash, NULL::timestamptz AS received_at,
         true AS inserted
@@ -164,6 +181,10 @@ class ProcessedRow:
     enrichment: dict[str, Any]
     attempts: int
 
+    @property
+    def key(self) -> str:
+        return partition_key(self.event)
+
 
 @dataclass(slots=True)
 class FailedRow:
@@ -178,6 +199,9 @@ class FailedRow:
     # The event's acceptance time (the partition it is stored in); for an entry
     # that held no event, the entry's creation time.
     received_at: datetime
+    # The event's partition key (``partition_key``); None for an entry that held
+    # no event, whose id stands for it.
+    key: str | None = None
 
 
 # The worker's write, like the group commit, talks to asyncpg directly: it runs
@@ -203,17 +227,22 @@ _INSERT_PROCESSED = """
             AS k(event_id, received_at)
     ),
     settle AS (
-        UPDATE raw_events r SET status = 'processed', settled_at = now()
-        FROM keys
-        WHERE r.event_id = keys.event_id AND r.received_at = keys.received_at
-            AND r.received_at BETWEEN $12 AND $13 AND r.status <> 'processed'
-        RETURNING r.event_id
+        DELETE FROM unsettled_events u USING keys
+        WHERE u.received_at = keys.received_at AND u.event_id = keys.event_id
     ),
     resolved AS (
         DELETE FROM failed_events f USING keys
         WHERE f.event_id = keys.event_id AND f.received_at = keys.received_at
             AND f.received_at BETWEEN $12 AND $13
-        RETURNING f.event_id
+        RETURNING f.event_id, f.received_at
+    ),
+    -- Only an event that was a dead letter had its raw row's status changed.
+    revived AS (
+        UPDATE raw_events r SET status = 'processed', settled_at = now()
+        FROM resolved
+        WHERE r.event_id = resolved.event_id
+            AND r.received_at = resolved.received_at
+            AND r.received_at BETWEEN $12 AND $13
     )
     SELECT event_id FROM ins
 """
@@ -241,6 +270,10 @@ _INSERT_FAILED = """
             WHERE p.event_id = EXCLUDED.event_id
                 AND p.received_at = EXCLUDED.received_at)
         RETURNING event_id, received_at
+    ),
+    settle AS (
+        DELETE FROM unsettled_events u USING ins
+        WHERE u.received_at = ins.received_at AND u.event_id = ins.event_id
     )
     UPDATE raw_events r SET status = 'failed', settled_at = now()
     FROM ins
@@ -249,18 +282,30 @@ _INSERT_FAILED = """
 """
 
 
-_LOCK_RAW = (
-    "SELECT 1 FROM raw_events r "
-    "JOIN unnest($1::uuid[], $2::timestamptz[]) AS k(event_id, received_at) "
-    "ON r.event_id = k.event_id AND r.received_at = k.received_at "
-    "WHERE r.received_at BETWEEN $3 AND $4 "
-    "ORDER BY r.event_id FOR UPDATE OF r"
+# Two copies of one event (a redelivery, a republished entry) may be written by
+# two transactions at once, one storing it and one dead-lettering it. Each first
+# takes the advisory lock of its events' buckets, in a statement of its own, so
+# the second waits for the first and its statements then see the first's rows
+# (the processed insert deletes the dead letter, the dead-letter insert skips a
+# processed event): the event ends in one table. Copies share their key, so their
+# bucket. A bucket is the key's partition among LOCK_BUCKETS (the most partitions
+# there can be): with a number of partitions that divides it, the batches of
+# different partitions never share a bucket, and a transaction takes at most
+# LOCK_BUCKETS locks, however large. Nothing is written to take them.
+LOCK_BUCKETS = 1024
+_LOCK_BUCKETS = (
+    "SELECT count(pg_advisory_xact_lock(815005, b)) FROM unnest($1::int[]) AS b"
 )
+
+
+def lock_bucket(key: str) -> int:
+    """The settle lock's bucket of an event's partition key."""
+    return partition_of(key, LOCK_BUCKETS)
 
 
 # The worker's statements, with nothing to write (``tables.warm_pool``).
 WORKER_WARMUP: list[Warmup] = [
-    (_LOCK_RAW, ([], [], _EPOCH, _EPOCH)),
+    (_LOCK_BUCKETS, ([],)),
     (
         _INSERT_PROCESSED,
         ([], [], [], [], [], [], [], [], [], [], "", _EPOCH, _EPOCH),
@@ -291,19 +336,15 @@ async def write_results(
     # that processed_events.id follows acceptance order within a partition. No
     # deadlock between batches that share events: each first locks their raw
     # rows in event-id order, below, before it inserts anything.
-    # Two workers may hold copies of one event, one storing it and one
-    # dead-lettering it. Each first locks the event's raw row, in a statement of
-    # its own: the statements below then start after the other transaction has
-    # committed and see its row (the processed insert deletes the dead letter, the
-    # dead-letter insert skips a processed event), so the event ends in one table.
-    keys = sorted(
-        {(p.event.event_id, p.event.received_at) for p in processed}
-        | {(f.event_id, f.received_at) for f in failed},
-        key=lambda k: k[0].bytes,
-    )
+    # Buckets in ascending order, after the fences: no two transactions wait
+    # for each other in a circle.
+    buckets = {lock_bucket(p.key) for p in processed} | {
+        lock_bucket(f.key or str(f.event_id)) for f in failed
+    }
+    await conn.execute(_LOCK_BUCKETS, sorted(buckets))
     # The range of acceptance times: PostgreSQL reads only those partitions.
-    lo, hi = min(k[1] for k in keys), max(k[1] for k in keys)
-    await conn.execute(_LOCK_RAW, [k[0] for k in keys], [k[1] for k in keys], lo, hi)
+    times = [p.event.received_at for p in processed] + [f.received_at for f in failed]
+    lo, hi = min(times), max(times)
     if processed:
         events = [p.event for p in processed]
         rows = await conn.fetch(
@@ -345,11 +386,49 @@ async def mark_quarantined(conn: AsyncConnection, ids: Sequence[UUID]) -> None:
     """Settle events whose entries went to the quarantine stream."""
     await conn.execute(
         text(
-            "UPDATE raw_events SET status = 'quarantined', settled_at = now() "
-            "WHERE event_id = ANY(CAST(:ids AS uuid[])) AND status = 'accepted'"
+            """
+            WITH settled AS (
+                DELETE FROM unsettled_events
+                WHERE event_id = ANY(CAST(:ids AS uuid[]))
+                RETURNING received_at, event_id
+            )
+            UPDATE raw_events r SET status = 'quarantined', settled_at = now()
+            FROM settled
+            WHERE r.event_id = settled.event_id
+                AND r.received_at = settled.received_at
+            """
         ),
         {"ids": list(ids)},
     )
+
+
+def with_unsettled(r: Any) -> Any:
+    """``raw_events`` joined with the unsettled_events row each event may have
+    (an index probe per row, so a listing keeps its index order)."""
+    u = unsettled_events.c
+    return raw_events.outerjoin(
+        unsettled_events,
+        and_(u.received_at == r.received_at, u.event_id == r.event_id),
+    )
+
+
+# The one home of an event's state, from its raw row and ``with_unsettled``
+# (migration 0009): on its way while it has a row in unsettled_events; else
+# failed or quarantined when its status says so (the rare paths write it); else
+# processed.
+def effective_status(r: Any) -> Any:
+    return case(
+        (unsettled_events.c.event_id.is_not(None), "accepted"),
+        (_SETTLED_ELSEWHERE, r.status),
+        else_="processed",
+    )
+
+
+# Literal, not parameters: the planner matches it with the partial index of
+# failed and quarantined events (migration 0009).
+_SETTLED_ELSEWHERE = literal_column(
+    "raw_events.status IN ('failed', 'quarantined')", Boolean
+)
 
 
 # --- Finding events (the operator console) -----------------------------------------
@@ -396,12 +475,12 @@ def search_query(f: EventSearch, after: tuple[datetime, UUID] | None) -> Any:
         conds.append(r.event_type == f.event_type)
     if f.user_id:
         conds.append(r.user_id == f.user_id)
-    if f.status:
-        conds.append(r.status == f.status)
-        if f.status != "processed":
-            # Literal, not a parameter: the planner matches it with the partial
-            # index of the statuses other than processed (migration 0008).
-            conds.append(text("raw_events.status <> 'processed'"))
+    if f.status == "accepted":
+        conds.append(unsettled_events.c.event_id.is_not(None))
+    elif f.status == "processed":
+        conds.extend([~_SETTLED_ELSEWHERE, unsettled_events.c.event_id.is_(None)])
+    elif f.status:
+        conds.extend([r.status == f.status, _SETTLED_ELSEWHERE])
     if f.since:
         conds.append(r.received_at >= f.since)
     if f.until:
@@ -419,11 +498,12 @@ def search_query(f: EventSearch, after: tuple[datetime, UUID] | None) -> Any:
             r.event_id,
             r.event_type,
             r.user_id,
-            r.status,
+            effective_status(r).label("status"),
             r.correlation_id,
             r.received_at,
             r.source,
         )
+        .select_from(with_unsettled(r))
         .where(and_(True, *conds))
         .order_by(r.received_at.desc(), r.event_id.desc())
     )
@@ -454,6 +534,7 @@ async def search_events(
 class EventDetail(BaseModel):
     """Everything stored about one event: its body as accepted, where it went."""
 
+    status: str
     raw: dict[str, Any]
     processed: dict[str, Any] | None
     dead_letter: dict[str, Any] | None
@@ -476,7 +557,8 @@ async def event_detail(engine: AsyncEngine, event_id: UUID) -> EventDetail | Non
         raw = (
             (
                 await conn.execute(
-                    select(raw_events)
+                    select(raw_events, effective_status(raw_events.c).label("state"))
+                    .select_from(with_unsettled(raw_events.c))
                     .where(raw_events.c.event_id == event_id)
                     .order_by(raw_events.c.received_at.desc())
                     .limit(1)
@@ -491,7 +573,8 @@ async def event_detail(engine: AsyncEngine, event_id: UUID) -> EventDetail | Non
         processed = await _copy_of(conn, processed_events, event_id, at)
         failed = await _copy_of(conn, failed_events, event_id, at)
     return EventDetail(
-        raw=dict(raw),
+        status=raw["state"],
+        raw={k: v for k, v in raw.items() if k != "state"},
         processed=None if processed is None else dict(processed),
         dead_letter=None if failed is None else dict(failed),
     )

@@ -23,6 +23,12 @@ TABLES = ("raw_events", "processed_events", "failed_events")
 
 _CREATE = text("SELECT eventflow_create_partitions(:table, :since, :until, :days)")
 _DROP = text("SELECT eventflow_drop_partitions(:table, :before)")
+# The unsettled rows of events whose raw partition was dropped.
+_ORPHANS = text(
+    "DELETE FROM unsettled_events u WHERE u.received_at < :before AND NOT EXISTS "
+    "(SELECT 1 FROM raw_events r WHERE r.received_at = u.received_at "
+    "AND r.event_id = u.event_id)"
+)
 _STATUS = text(
     """
     SELECT t.parent, count(p.partition_name) AS partitions,
@@ -80,6 +86,8 @@ async def maintain(
                     _DROP, {"table": table, "before": now - timedelta(days=days)}
                 )
                 report.dropped[table] = list(dropped)
+                if table == "raw_events" and report.dropped[table]:
+                    await conn.execute(_ORPHANS, {"before": now - timedelta(days=days)})
     return report
 
 

@@ -50,29 +50,36 @@ raw_events = Table(
     # Last time the event was written to the stream (the reconciler moves it on).
     Column("published_at", DateTime(timezone=True), nullable=False),
     Column("publish_count", Integer, nullable=False, server_default=text("1")),
-    # accepted -> processed | failed
+    # Written on the rare paths only (migration 0009): failed, quarantined, a
+    # dead letter replayed (back to accepted), a reprocessing run (processed).
+    # What an event's state is: ``store.events.EFFECTIVE_STATUS``.
     Column("status", String(16), nullable=False, server_default="accepted"),
     Column("settled_at", DateTime(timezone=True)),
     Column("schema_version", Integer),
     # Who sent it: an API key's name, "anonymous", or null (authentication off).
     Column("source", Text),
     Column("partition_key", Text),
-    Index(
-        "ix_raw_events_unsettled",
-        "published_at",
-        postgresql_where=text("status = 'accepted'"),
-    ),
     # Time order, and the console's keyset searches, newest first (migration 0008).
     Index("ix_raw_events_time_id", "received_at", "event_id"),
     Index("ix_raw_events_type_time", "event_type", "received_at", "event_id"),
     Index("ix_raw_events_user_time", "user_id", "received_at", "event_id"),
     Index("ix_raw_events_correlation", "correlation_id", "received_at", "event_id"),
     Index(
-        "ix_raw_events_unprocessed_time",
+        "ix_raw_events_failed_time",
         "received_at",
         "event_id",
-        postgresql_where=text("status <> 'processed'"),
+        postgresql_where=text("status IN ('failed', 'quarantined')"),
     ),
+)
+
+# One narrow row per accepted event that no worker has settled yet: written with
+# the event by the API, deleted by the worker that settles it (migration 0009).
+unsettled_events = Table(
+    "unsettled_events",
+    metadata,
+    Column("received_at", DateTime(timezone=True), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("published_at", DateTime(timezone=True), nullable=False),
 )
 
 processed_events = Table(

@@ -1,0 +1,139 @@
+"""Settling without rewriting the audit row (migration 0009): an accepted event has
+a row in unsettled_events until a worker settles it; its raw_events row is written
+once on the way, and every reader derives the same state from the two."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from eventflow.pipeline.worker import Worker
+from eventflow.store.events import EventSearch, event_detail, search_events
+from eventflow.store.migrate import upgrade_async
+from tests.conftest import Services
+from tests.integration.helpers import count, database_at
+
+
+def custom(n: int) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "custom",
+        "user_id": f"user-{n % 3}",
+        "properties": {"n": n},
+    }
+
+
+async def _raw_versions(engine: AsyncEngine) -> dict[str, tuple[str, str, str]]:
+    """Each raw row's (ctid, xmin, xmax): an UPDATE moves the row and changes
+    xmin, a row lock sets xmax."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT event_id::text, ctid::text, xmin::text, xmax::text "
+                "FROM raw_events"
+            )
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+async def test_processing_leaves_the_raw_row_as_it_was_written(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    make_worker: Callable[..., Worker],
+) -> None:
+    bodies = [custom(i) for i in range(20)]
+    for body in bodies:
+        assert (await client.post("/events", json=body)).status_code == 202
+    assert await count(engine, "unsettled_events") == 20
+    written = await _raw_versions(engine)
+    assert len(written) == 20
+
+    report = await make_worker().run(until_empty=True)
+    assert report.processed == 20
+
+    assert await count(engine, "unsettled_events") == 0
+    assert await count(engine, "processed_events") == 20
+    after = await _raw_versions(engine)
+    assert after == written
+    assert {xmax for _, _, xmax in after.values()} == {"0"}
+    # Every reader says processed.
+    for body in bodies[:3]:
+        answer = (await client.get(f"/events/{body['event_id']}")).json()
+        assert answer["status"] == "processed"
+        detail = await event_detail(engine, uuid.UUID(body["event_id"]))
+        assert detail is not None and detail.status == "processed"
+    found = await search_events(engine, EventSearch(status="processed"), limit=50)
+    assert len(found.items) == 20
+    assert {e.status for e in found.items} == {"processed"}
+    assert not (await search_events(engine, EventSearch(status="accepted"))).items
+
+
+async def test_events_on_their_way_are_accepted_everywhere(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    body = custom(1)
+    assert (await client.post("/events", json=body)).status_code == 202
+    event_id = uuid.UUID(body["event_id"])
+    assert (await client.get(f"/events/{event_id}")).json()["status"] == "accepted"
+    detail = await event_detail(engine, event_id)
+    assert detail is not None and detail.status == "accepted"
+    found = await search_events(engine, EventSearch(status="accepted"))
+    assert [e.event_id for e in found.items] == [event_id]
+    assert found.items[0].status == "accepted"
+    assert not (await search_events(engine, EventSearch(status="processed"))).items
+    summary = (await client.get("/metrics/summary")).json()
+    assert summary["unsettled"] == 1
+
+
+async def test_upgrade_keeps_every_state(services: Services) -> None:
+    """Events stored before 0009, in each state, are in the same state after."""
+    async with database_at(services.database_url, "0008") as url:
+        await _upgrade_keeps_every_state(url)
+
+
+async def _upgrade_keeps_every_state(url: str) -> None:
+    engine = create_async_engine(url, pool_size=1)
+    states = ["accepted"] * 3 + ["processed"] * 4 + ["failed"] * 2 + ["quarantined"]
+    async with engine.begin() as conn:
+        for i, state in enumerate(states):
+            event_id = uuid.uuid4()
+            await conn.execute(
+                text(
+                    "INSERT INTO raw_events (event_id, event_type, user_id, "
+                    "event_timestamp, properties, body_hash, received_at, "
+                    "published_at, status) VALUES (:id, 'custom', 'u', now(), "
+                    "'{}', 'h', now() - :i * interval '1 second', now(), :state)"
+                ),
+                {"id": event_id, "i": i, "state": state},
+            )
+            if state == "processed":
+                await conn.execute(
+                    text(
+                        "INSERT INTO processed_events (event_id, event_type, "
+                        "event_timestamp, properties, enrichment, received_at, "
+                        "processed_by) SELECT event_id, event_type, event_timestamp, "
+                        "properties, '{}', received_at, 'w' FROM raw_events "
+                        "WHERE event_id = :id"
+                    ),
+                    {"id": event_id},
+                )
+    await upgrade_async(url, "head")
+    assert await count(engine, "unsettled_events") == 3
+    for state in ("accepted", "processed", "failed", "quarantined"):
+        found = await search_events(engine, EventSearch(status=state))
+        assert len(found.items) == states.count(state), state
+        assert {e.status for e in found.items} == {state}
+    async with engine.connect() as conn:
+        indexes = set(
+            await conn.scalars(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'raw_events'")
+            )
+        )
+    assert "ix_raw_events_failed_time" in indexes
+    assert not indexes & {"ix_raw_events_unsettled", "ix_raw_events_unprocessed_time"}
+    await engine.dispose()
