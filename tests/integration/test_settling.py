@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -137,3 +139,77 @@ async def _upgrade_keeps_every_state(url: str) -> None:
     assert "ix_raw_events_failed_time" in indexes
     assert not indexes & {"ix_raw_events_unsettled", "ix_raw_events_unprocessed_time"}
     await engine.dispose()
+
+
+# --- The hot path's statements look rows up by key, whatever the statistics ------
+
+_FILL = [
+    "INSERT INTO raw_events (event_id, event_type, user_id, event_timestamp, "
+    "properties, body_hash, received_at, published_at) SELECT gen_random_uuid(), "
+    "'custom', 'u', now(), '{}', 'h', now(), now() FROM generate_series(1, 5000)",
+    "INSERT INTO unsettled_events SELECT received_at, event_id, now() "
+    "FROM raw_events ON CONFLICT DO NOTHING",
+    "INSERT INTO processed_events (event_id, event_type, event_timestamp, "
+    "properties, enrichment, received_at, processed_by) SELECT event_id, "
+    "event_type, event_timestamp, '{}', '{}', received_at, 'w' FROM raw_events",
+    "INSERT INTO failed_events (event_id, event_type, payload, error, error_type, "
+    "received_at) SELECT gen_random_uuid(), 'custom', '{}', 'e', 'E', now() "
+    "FROM generate_series(1, 5000)",
+]
+NOW = "ARRAY[now(), now()]"
+IDS = "ARRAY[gen_random_uuid(), gen_random_uuid()]"
+TWO = "ARRAY['a', 'b']"
+STATEMENTS = {
+    "_INSERT_RAW": (
+        "uuid[], text[], text[], timestamptz[], text[], text[], text[], "
+        "timestamptz[], int[], text[], text[], timestamptz",
+        f"{IDS}, {TWO}, {TWO}, {NOW}, ARRAY['{{}}', '{{}}'], {TWO}, {TWO}, {NOW}, "
+        "ARRAY[1, 1], ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::text[], "
+        "now() - interval '7 days'",
+    ),
+    "_INSERT_PROCESSED": (
+        "uuid[], text[], text[], timestamptz[], text[], text[], text[], "
+        "timestamptz[], int[], int[], text, timestamptz, timestamptz",
+        f"{IDS}, {TWO}, {TWO}, {NOW}, ARRAY['{{}}', '{{}}'], ARRAY['{{}}', '{{}}'], "
+        f"{TWO}, {NOW}, ARRAY[1, 1], ARRAY[1, 1], 'w', now() - interval '1 hour', "
+        "now()",
+    ),
+    "_INSERT_FAILED": (
+        "uuid[], text[], text[], text[], text[], int[], text[], text[], timestamptz[]",
+        f"{IDS}, {TWO}, {TWO}, {TWO}, {TWO}, ARRAY[1, 1], {TWO}, {TWO}, {NOW}",
+    ),
+}
+
+
+def _rows_read(plan: dict[str, Any]) -> int:
+    """The most rows any node of the plan produced over all its loops."""
+    here = int(plan.get("Actual Rows", 0)) * int(plan.get("Actual Loops", 1))
+    return max([here, *(_rows_read(p) for p in plan.get("Plans", []))])
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+async def test_reusable_plan_made_on_empty_tables_reads_by_key(
+    engine: AsyncEngine, name: str
+) -> None:
+    """A reusable plan made while the tables were empty (a new day's partition,
+    a table emptied) still reads a few rows per event once they hold thousands:
+    no scan of a whole partition or time range for every group or batch."""
+    from eventflow.store import events
+
+    types, args = STATEMENTS[name]
+    async with engine.connect() as conn:
+        await conn.execute(text("SET plan_cache_mode = force_generic_plan"))
+        # As the hot path's transactions set it (the lock statement).
+        await conn.execute(text("SET enable_seqscan = off"))
+        await conn.exec_driver_sql(f"PREPARE hot ({types}) AS {getattr(events, name)}")
+        await conn.exec_driver_sql(f"EXECUTE hot ({args})")
+        for statement in _FILL:
+            await conn.execute(text(statement))
+        document = (
+            await conn.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE hot ({args})"
+            )
+        ).scalar_one()
+        await conn.rollback()
+    plan = (orjson.loads(document) if isinstance(document, str) else document)[0]
+    assert _rows_read(plan["Plan"]) <= 20, plan
