@@ -222,8 +222,8 @@ def _console_indexes() -> dict[str, str]:
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
     return {
-        name: f"CREATE INDEX {name} ON {table} ({columns}){migration._where(name)}"
-        for name, (table, columns, _) in migration.INDEXES.items()
+        ix.name: f"CREATE INDEX {ix.name} ON {ix.definition}"
+        for ix in migration.INDEXES
     }
 
 

@@ -477,9 +477,7 @@ async def staged_drain(
         republished = await db.fetchval(
             "SELECT count(*) FROM raw_events WHERE publish_count > 1"
         )
-        unsettled = await db.fetchval(
-            "SELECT count(*) FROM raw_events WHERE status = 'accepted'"
-        )
+        unsettled = await db.fetchval("SELECT count(*) FROM unsettled_events")
         left = sum(
             [
                 await redis.xlen(partition_stream(dep.stream, p))

@@ -27,7 +27,12 @@ from eventflow.metrics import Metrics
 from eventflow.pipeline.reconciler import reconcile_once
 from eventflow.pipeline.streams import Streams
 from eventflow.pipeline.worker import Worker
-from eventflow.store.events import FailedRow, ProcessedRow, write_results
+from eventflow.store.events import (
+    FailedRow,
+    ProcessedRow,
+    event_detail,
+    write_results,
+)
 from eventflow.store.tables import raw_transaction
 from tests.integration.helpers import app_client, count, first_stream
 
@@ -231,6 +236,10 @@ async def test_processed_and_dead_lettered_at_once_ends_in_one_table(
         where = f"event_id = '{row.event_id}'"
         assert await count(engine, "processed_events", where) == 1
         assert await count(engine, "failed_events", where) == 0
+        # The raw row's status, set to failed by the dead letter, is processed.
+        detail = await event_detail(engine, row.event_id)
+        assert detail is not None and detail.status == "processed"
+        assert detail.raw["status"] in ("accepted", "processed")
 
 
 def event_body(fields: str) -> tuple[str, str, bytes]:

@@ -159,6 +159,7 @@ _FILL = [
 NOW = "ARRAY[now(), now()]"
 IDS = "ARRAY[gen_random_uuid(), gen_random_uuid()]"
 TWO = "ARRAY['a', 'b']"
+HOUR = "now() - interval '1 hour', now()"
 STATEMENTS = {
     "_INSERT_RAW": (
         "uuid[], text[], text[], timestamptz[], text[], text[], text[], "
@@ -175,8 +176,13 @@ STATEMENTS = {
         "now()",
     ),
     "_INSERT_FAILED": (
-        "uuid[], text[], text[], text[], text[], int[], text[], text[], timestamptz[]",
-        f"{IDS}, {TWO}, {TWO}, {TWO}, {TWO}, ARRAY[1, 1], {TWO}, {TWO}, {NOW}",
+        "uuid[], text[], text[], text[], text[], int[], text[], text[], "
+        "timestamptz[], timestamptz, timestamptz",
+        f"{IDS}, {TWO}, {TWO}, {TWO}, {TWO}, ARRAY[1, 1], {TWO}, {TWO}, {NOW}, {HOUR}",
+    ),
+    "_REVIVE": (
+        "uuid[], timestamptz[], timestamptz, timestamptz",
+        f"{IDS}, {NOW}, {HOUR}",
     ),
 }
 

@@ -49,7 +49,7 @@ from eventflow.pipeline.processing import enrich
 from eventflow.processors import Processor
 from eventflow.procs import signal_on_parent_death
 from eventflow.schemas.registry import SchemaRegistry
-from eventflow.store.events import event_from_raw
+from eventflow.store.events import event_from_raw, lock_settling
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +336,10 @@ class Reprocessor:
                 1 for row, (_, enrichment) in results if row.enrichment != enrichment
             )
             if results and not run.dry_run:
+                # As a worker settling a copy of one of these events would.
+                await lock_settling(
+                    conn, (event_from_raw(r, latest_schema=True) for r, _ in results)
+                )
                 await conn.execute(
                     _WRITE,
                     {

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy import Select, and_, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +22,7 @@ from eventflow.errors import InvalidEvent, UndecodableMessage
 from eventflow.models import Event, decode_message, event_document
 from eventflow.pipeline.streams import Streams
 from eventflow.schemas.registry import SchemaRegistry
+from eventflow.store.events import lock_settling
 from eventflow.store.tables import failed_events, raw_events, unsettled_events
 
 # A filter's text cannot hold NUL (PostgreSQL text cannot), nor be unbounded.
@@ -245,6 +246,10 @@ async def replay(
                 result.skipped.append({"id": row.id, "reason": str(exc)})
         if dry_run or not events:
             return result
+        # Before the rows change: a worker holding a copy of one of these events
+        # commits first, and one reading the replayed entry waits for this commit
+        # (the entry is published inside it) and then sees the unsettled row.
+        await lock_settling(conn, events)
         await conn.execute(
             update(failed_events)
             .where(failed_events.c.id.in_(replay_ids))
@@ -254,7 +259,11 @@ async def replay(
         )
         await conn.execute(
             update(raw_events)
-            .where(raw_events.c.event_id.in_([e.event_id for e in events]))
+            .where(
+                tuple_(raw_events.c.event_id, raw_events.c.received_at).in_(
+                    [(e.event_id, e.received_at) for e in events]
+                )
+            )
             .values(status="accepted", settled_at=None, published_at=func.now())
         )
         await conn.execute(

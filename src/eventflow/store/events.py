@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -264,18 +264,21 @@ _INSERT_PROCESSED = """
                 WHERE keys.event_id = f.event_id
                     AND keys.received_at = f.received_at)
         RETURNING f.event_id, f.received_at
-    ),
-    -- Only an event that was a dead letter had its raw row's status changed.
-    -- (No range of times here: with one, a plan made on an empty partition read
-    -- the time index over the whole range instead of the key's.)
-    revived AS (
-        UPDATE raw_events r SET status = 'processed', settled_at = now()
-        WHERE r.event_id = ANY(ARRAY(SELECT event_id FROM resolved))
-            AND EXISTS (SELECT 1 FROM resolved
-                WHERE resolved.event_id = r.event_id
-                    AND resolved.received_at = r.received_at)
     )
-    SELECT event_id FROM ins
+    -- The events stored, then those whose dead letter was resolved (``_REVIVE``).
+    SELECT event_id, NULL::timestamptz FROM ins
+    UNION ALL
+    SELECT event_id, received_at FROM resolved
+"""
+
+# Only an event that was a dead letter had its raw row's status changed: a
+# statement of its own, run when the processed insert resolved a dead letter.
+_REVIVE = """
+    UPDATE raw_events r SET status = 'processed', settled_at = now()
+    FROM unnest($1::uuid[], $2::timestamptz[]) AS k(event_id, received_at)
+    WHERE r.event_id = ANY($1::uuid[]) AND r.received_at = ANY($2::timestamptz[])
+        AND r.received_at BETWEEN $3 AND $4
+        AND r.event_id = k.event_id AND r.received_at = k.received_at
 """
 
 _INSERT_FAILED = """
@@ -306,9 +309,12 @@ _INSERT_FAILED = """
         DELETE FROM unsettled_events u USING ins
         WHERE u.received_at = ins.received_at AND u.event_id = ins.event_id
     )
-    -- By key, not by a join (see the processed insert's revived).
+    -- By key (= ANY), not by a join: a join's plan, made while the partition
+    -- was empty, would read the whole range of times each time.
     UPDATE raw_events r SET status = 'failed', settled_at = now()
     WHERE r.event_id = ANY(ARRAY(SELECT event_id FROM ins))
+        AND r.received_at = ANY(ARRAY(SELECT received_at FROM ins))
+        AND r.received_at BETWEEN $10 AND $11
         AND EXISTS (SELECT 1 FROM ins
             WHERE ins.event_id = r.event_id AND ins.received_at = r.received_at)
 """
@@ -324,16 +330,26 @@ _INSERT_FAILED = """
 # there can be): with a number of partitions that divides it, the batches of
 # different partitions never share a bucket, and a transaction takes at most
 # LOCK_BUCKETS locks, however large. Nothing is written to take them.
+# Whatever else settles or revives events (a dead-letter replay, a reprocessing
+# run) takes the same locks first (``lock_settling``).
 LOCK_BUCKETS = 1024
-_LOCK_BUCKETS = (
-    f"SELECT {_NO_SEQ_SCANS}, "
-    "(SELECT count(pg_advisory_xact_lock(815005, b)) FROM unnest($1::int[]) AS b)"
-)
+_TAKE_BUCKETS = "SELECT count(pg_advisory_xact_lock(815005, b)) FROM unnest({}) AS b"
+_LOCK_BUCKETS = f"SELECT {_NO_SEQ_SCANS}, ({_TAKE_BUCKETS.format('$1::int[]')})"
 
 
 def lock_bucket(key: str) -> int:
     """The settle lock's bucket of an event's partition key."""
     return partition_of(key, LOCK_BUCKETS)
+
+
+async def lock_settling(conn: AsyncConnection, events: Iterable[Event]) -> None:
+    """Take the settle locks of ``events`` (ascending) in ``conn``'s transaction:
+    a worker's transaction holding a copy of one of them finishes first, and one
+    that starts later waits for this transaction and then sees its rows."""
+    buckets = sorted({lock_bucket(partition_key(e)) for e in events})
+    await conn.execute(
+        text(_TAKE_BUCKETS.format("CAST(:buckets AS int[])")), {"buckets": buckets}
+    )
 
 
 # The worker's statements, with nothing to write (``tables.warm_pool``).
@@ -343,7 +359,8 @@ WORKER_WARMUP: list[Warmup] = [
         _INSERT_PROCESSED,
         ([], [], [], [], [], [], [], [], [], [], "", _EPOCH, _EPOCH),
     ),
-    (_INSERT_FAILED, ([], [], [], [], [], [], [], [], [])),
+    (_REVIVE, ([], [], _EPOCH, _EPOCH)),
+    (_INSERT_FAILED, ([], [], [], [], [], [], [], [], [], _EPOCH, _EPOCH)),
 ]
 
 
@@ -367,8 +384,8 @@ async def write_results(
         await fence.check(conn)
     # Processed rows are inserted in the order given (the stream's order), so
     # that processed_events.id follows acceptance order within a partition. No
-    # deadlock between batches that share events: each first locks their raw
-    # rows in event-id order, below, before it inserts anything.
+    # deadlock between batches that share events: each first takes their
+    # buckets' locks in ascending order, below, before it writes anything.
     # Buckets in ascending order, after the fences: no two transactions wait
     # for each other in a circle.
     buckets = {lock_bucket(p.key) for p in processed} | {
@@ -396,7 +413,12 @@ async def write_results(
             lo,
             hi,
         )
-        inserted = {row[0] for row in rows}
+        inserted = {row[0] for row in rows if row[1] is None}
+        revived = [(row[0], row[1]) for row in rows if row[1] is not None]
+        if revived:
+            await conn.execute(
+                _REVIVE, [k[0] for k in revived], [k[1] for k in revived], lo, hi
+            )
     if failed:
         await conn.execute(
             _INSERT_FAILED,
@@ -409,6 +431,8 @@ async def write_results(
             [f.correlation_id for f in failed],
             [f.stream_entry_id for f in failed],
             [f.received_at for f in failed],
+            lo,
+            hi,
         )
     return inserted
 

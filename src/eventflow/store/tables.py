@@ -52,7 +52,7 @@ raw_events = Table(
     Column("publish_count", Integer, nullable=False, server_default=text("1")),
     # Written on the rare paths only (migration 0009): failed, quarantined, a
     # dead letter replayed (back to accepted), a reprocessing run (processed).
-    # What an event's state is: ``store.events.EFFECTIVE_STATUS``.
+    # What an event's state is: ``store.events.effective_status``.
     Column("status", String(16), nullable=False, server_default="accepted"),
     Column("settled_at", DateTime(timezone=True)),
     Column("schema_version", Integer),

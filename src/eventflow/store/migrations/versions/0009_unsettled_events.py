@@ -18,7 +18,7 @@ and the console's search for events on their way read it. ``raw_events`` is
 written once on the hot path: its ``status`` changes only on the rare paths
 (``failed``, ``quarantined``, a dead letter replayed, a reprocessing run), and an
 event whose status is ``accepted`` with no ``unsettled_events`` row is
-processed (``eventflow.store.events.EFFECTIVE_STATUS``, the one home of that
+processed (``eventflow.store.events.effective_status``, the one home of that
 rule). Neither index of ``raw_events`` that named ``status = 'accepted'`` or
 ``status <> 'processed'`` stays useful, so both are dropped; the console's
 search for failed and quarantined events gets a partial index of those rows
