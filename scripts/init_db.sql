@@ -392,12 +392,11 @@ UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num 
 CREATE TABLE IF NOT EXISTS unsettled_events (
             received_at timestamptz NOT NULL,
             event_id uuid NOT NULL,
-            published_at timestamptz NOT NULL,
             PRIMARY KEY (received_at, event_id)
         );
 
-INSERT INTO unsettled_events (received_at, event_id, published_at)
-        SELECT received_at, event_id, published_at FROM raw_events
+INSERT INTO unsettled_events (received_at, event_id)
+        SELECT received_at, event_id FROM raw_events
         WHERE status = 'accepted'
         ON CONFLICT DO NOTHING;
 

@@ -133,8 +133,8 @@ async def test_event_searches_are_index_ordered(engine: AsyncEngine) -> None:
         )
         await conn.execute(
             text(
-                "INSERT INTO unsettled_events (received_at, event_id, published_at) "
-                "SELECT received_at, event_id, published_at FROM raw_events "
+                "INSERT INTO unsettled_events (received_at, event_id) "
+                "SELECT received_at, event_id FROM raw_events "
                 "WHERE status = 'accepted'"
             )
         )

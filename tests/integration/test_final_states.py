@@ -129,9 +129,7 @@ async def test_reconciler_republishes_past_a_stuck_entry(
     await redis.xdel(first_stream(settings), entries[-1][0])
     async with engine.begin() as conn:
         await conn.execute(
-            text(
-                "UPDATE unsettled_events SET published_at = now() - interval '1 minute'"
-            )
+            text("UPDATE raw_events SET published_at = now() - interval '1 minute'")
         )
     stuck_after = timedelta(milliseconds=(settings.max_deliveries + 1) * 200)
     republished = await reconcile_once(

@@ -147,7 +147,7 @@ _FILL = [
     "INSERT INTO raw_events (event_id, event_type, user_id, event_timestamp, "
     "properties, body_hash, received_at, published_at) SELECT gen_random_uuid(), "
     "'custom', 'u', now(), '{}', 'h', now(), now() FROM generate_series(1, 5000)",
-    "INSERT INTO unsettled_events SELECT received_at, event_id, now() "
+    "INSERT INTO unsettled_events SELECT received_at, event_id "
     "FROM raw_events ON CONFLICT DO NOTHING",
     "INSERT INTO processed_events (event_id, event_type, event_timestamp, "
     "properties, enrichment, received_at, processed_by) SELECT event_id, "

@@ -30,16 +30,14 @@ PUBLISH_SLACK = timedelta(seconds=5)
 _CLAIM = text(
     """
     WITH stale AS (
-        UPDATE unsettled_events u SET published_at = now()
-        FROM (
-            SELECT received_at, event_id FROM unsettled_events
-            WHERE published_at < :cutoff
-            ORDER BY published_at
-            LIMIT :limit
-            FOR UPDATE SKIP LOCKED
-        ) s
-        WHERE u.received_at = s.received_at AND u.event_id = s.event_id
-        RETURNING u.received_at, u.event_id
+        SELECT u.received_at, u.event_id
+        FROM unsettled_events u
+        JOIN raw_events r
+            ON r.received_at = u.received_at AND r.event_id = u.event_id
+        WHERE r.published_at < :cutoff
+        ORDER BY r.published_at
+        LIMIT :limit
+        FOR UPDATE OF u SKIP LOCKED
     )
     UPDATE raw_events r SET published_at = now(), publish_count = publish_count + 1
     FROM stale

@@ -49,7 +49,7 @@ from eventflow.pipeline.processing import enrich
 from eventflow.processors import Processor
 from eventflow.procs import signal_on_parent_death
 from eventflow.schemas.registry import SchemaRegistry
-from eventflow.store.events import event_from_raw, lock_settling
+from eventflow.store.events import SETTLED_SQL, event_from_raw, lock_settling
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,12 @@ _RUN_COLUMNS = (
 _COUNT = text(
     "SELECT count(*) FROM raw_events WHERE received_at >= :lo AND received_at < :hi "
     "AND (CAST(:type AS text) IS NULL OR event_type = :type) "
-    "AND status <> 'quarantined' AND NOT EXISTS (SELECT 1 FROM unsettled_events u "
-    "WHERE u.received_at = raw_events.received_at "
-    "AND u.event_id = raw_events.event_id)"
+    "AND status <> 'quarantined' AND " + SETTLED_SQL.format(r="raw_events")
 )
 
 # The next batch after the cursor, with the stored processed row if any.
 _BATCH = text(
-    """
+    f"""
     SELECT r.event_id, r.event_type, r.user_id, r.event_timestamp, r.properties,
         r.received_at, r.correlation_id, r.body_hash, r.partition_key,
         p.processed_at, p.enrichment
@@ -135,9 +133,7 @@ _BATCH = text(
     WHERE r.received_at >= :lo AND r.received_at < :hi
         AND (r.received_at, r.event_id) > (:after_ts, :after_id)
         AND (CAST(:type AS text) IS NULL OR r.event_type = :type)
-        AND r.status <> 'quarantined'
-        AND NOT EXISTS (SELECT 1 FROM unsettled_events u
-            WHERE u.received_at = r.received_at AND u.event_id = r.event_id)
+        AND r.status <> 'quarantined' AND {SETTLED_SQL.format(r="r")}
     ORDER BY r.received_at, r.event_id
     LIMIT :n
     """

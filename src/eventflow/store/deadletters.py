@@ -269,14 +269,7 @@ async def replay(
         await conn.execute(
             pg_insert(unsettled_events)
             .values(
-                [
-                    {
-                        "received_at": e.received_at,
-                        "event_id": e.event_id,
-                        "published_at": func.now(),
-                    }
-                    for e in events
-                ]
+                [{"received_at": e.received_at, "event_id": e.event_id} for e in events]
             )
             .on_conflict_do_nothing()
         )

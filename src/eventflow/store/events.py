@@ -117,8 +117,8 @@ _INSERT_RAW = """
         RETURNING event_id, received_at
     ),
     pending AS (
-        INSERT INTO unsettled_events (received_at, event_id, published_at)
-        SELECT received_at, event_id, received_at FROM ins
+        INSERT INTO unsettled_events (received_at, event_id)
+        SELECT received_at, event_id FROM ins
     )
     SELECT event_id, NULL AS body_hash, NULL::timestamptz AS received_at,
         true AS inserted
@@ -337,16 +337,17 @@ _TAKE_BUCKETS = "SELECT count(pg_advisory_xact_lock(815005, b)) FROM unnest({}) 
 _LOCK_BUCKETS = f"SELECT {_NO_SEQ_SCANS}, ({_TAKE_BUCKETS.format('$1::int[]')})"
 
 
-def lock_bucket(key: str) -> int:
-    """The settle lock's bucket of an event's partition key."""
-    return partition_of(key, LOCK_BUCKETS)
+def lock_buckets(keys: Iterable[str]) -> list[int]:
+    """The settle locks' buckets of these partition keys, in the order to take
+    them (ascending, after any fence: no two transactions wait in a circle)."""
+    return sorted({partition_of(key, LOCK_BUCKETS) for key in keys})
 
 
 async def lock_settling(conn: AsyncConnection, events: Iterable[Event]) -> None:
-    """Take the settle locks of ``events`` (ascending) in ``conn``'s transaction:
-    a worker's transaction holding a copy of one of them finishes first, and one
-    that starts later waits for this transaction and then sees its rows."""
-    buckets = sorted({lock_bucket(partition_key(e)) for e in events})
+    """Take the settle locks of ``events`` in ``conn``'s transaction: a worker's
+    transaction holding a copy of one of them finishes first, and one that
+    starts later waits for this transaction and then sees its rows."""
+    buckets = lock_buckets(partition_key(e) for e in events)
     await conn.execute(
         text(_TAKE_BUCKETS.format("CAST(:buckets AS int[])")), {"buckets": buckets}
     )
@@ -385,13 +386,9 @@ async def write_results(
     # Processed rows are inserted in the order given (the stream's order), so
     # that processed_events.id follows acceptance order within a partition. No
     # deadlock between batches that share events: each first takes their
-    # buckets' locks in ascending order, below, before it writes anything.
-    # Buckets in ascending order, after the fences: no two transactions wait
-    # for each other in a circle.
-    buckets = {lock_bucket(p.key) for p in processed} | {
-        lock_bucket(f.key or str(f.event_id)) for f in failed
-    }
-    await conn.execute(_LOCK_BUCKETS, sorted(buckets))
+    # buckets' locks (``lock_buckets``) before it writes anything.
+    keys = [p.key for p in processed] + [f.key or str(f.event_id) for f in failed]
+    await conn.execute(_LOCK_BUCKETS, lock_buckets(keys))
     # The range of acceptance times: PostgreSQL reads only those partitions.
     times = [p.event.received_at for p in processed] + [f.received_at for f in failed]
     lo, hi = min(times), max(times)
@@ -457,10 +454,23 @@ async def mark_quarantined(conn: AsyncConnection, ids: Sequence[UUID]) -> None:
     )
 
 
-def with_unsettled(r: Any) -> Any:
+# Literal, not parameters: the planner matches it with the partial index of
+# failed and quarantined events (migration 0009).
+_SETTLED_ELSEWHERE = literal_column(
+    "raw_events.status IN ('failed', 'quarantined')", Boolean
+)
+
+# In SQL text: the raw row ``r`` has no unsettled_events row (it is settled).
+SETTLED_SQL = (
+    "NOT EXISTS (SELECT 1 FROM unsettled_events u "
+    "WHERE u.received_at = {r}.received_at AND u.event_id = {r}.event_id)"
+)
+
+
+def with_unsettled() -> Any:
     """``raw_events`` joined with the unsettled_events row each event may have
     (an index probe per row, so a listing keeps its index order)."""
-    u = unsettled_events.c
+    r, u = raw_events.c, unsettled_events.c
     return raw_events.outerjoin(
         unsettled_events,
         and_(u.received_at == r.received_at, u.event_id == r.event_id),
@@ -471,19 +481,12 @@ def with_unsettled(r: Any) -> Any:
 # (migration 0009): on its way while it has a row in unsettled_events; else
 # failed or quarantined when its status says so (the rare paths write it); else
 # processed.
-def effective_status(r: Any) -> Any:
+def effective_status() -> Any:
     return case(
         (unsettled_events.c.event_id.is_not(None), "accepted"),
-        (_SETTLED_ELSEWHERE, r.status),
+        (_SETTLED_ELSEWHERE, raw_events.c.status),
         else_="processed",
     )
-
-
-# Literal, not parameters: the planner matches it with the partial index of
-# failed and quarantined events (migration 0009).
-_SETTLED_ELSEWHERE = literal_column(
-    "raw_events.status IN ('failed', 'quarantined')", Boolean
-)
 
 
 # --- Finding events (the operator console) -----------------------------------------
@@ -553,12 +556,12 @@ def search_query(f: EventSearch, after: tuple[datetime, UUID] | None) -> Any:
             r.event_id,
             r.event_type,
             r.user_id,
-            effective_status(r).label("status"),
+            effective_status().label("status"),
             r.correlation_id,
             r.received_at,
             r.source,
         )
-        .select_from(with_unsettled(r))
+        .select_from(with_unsettled())
         .where(and_(True, *conds))
         .order_by(r.received_at.desc(), r.event_id.desc())
     )
@@ -612,8 +615,8 @@ async def event_detail(engine: AsyncEngine, event_id: UUID) -> EventDetail | Non
         raw = (
             (
                 await conn.execute(
-                    select(raw_events, effective_status(raw_events.c).label("state"))
-                    .select_from(with_unsettled(raw_events.c))
+                    select(raw_events, effective_status().label("state"))
+                    .select_from(with_unsettled())
                     .where(raw_events.c.event_id == event_id)
                     .order_by(raw_events.c.received_at.desc())
                     .limit(1)

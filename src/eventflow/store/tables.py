@@ -79,7 +79,6 @@ unsettled_events = Table(
     metadata,
     Column("received_at", DateTime(timezone=True), primary_key=True),
     Column("event_id", UUID(as_uuid=True), primary_key=True),
-    Column("published_at", DateTime(timezone=True), nullable=False),
 )
 
 processed_events = Table(
